@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.run-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(VENV)/.run-installed $@
+
+run: $(VENV)/.run-installed          ## the whole system on embedded services
+	$(BIN)/smsrx dev
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint                           ## lint, type-check and the full test suite
+	$(BIN)/pytest
+
+bench: $(VENV)/.run-installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .smsrx .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Kafka consumer-group workers: status-projection and analytics."""

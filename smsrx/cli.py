@@ -1,0 +1,156 @@
+"""The ``smsrx`` command: one entry point for every process and operator task.
+
+Settings are read from the environment exactly once, here, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from smsrx import __version__
+from smsrx.logs import setup_logging
+from smsrx.settings import VARIABLES, ConfigError, Settings
+
+__all__ = ["Handler", "main"]
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+_DESCRIPTION = """\
+smsrx receives SMS delivery receipts and inbound SMS from carriers over HTTPS,
+publishes them as canonical events to Kafka, and projects them into PostgreSQL.
+
+Quick start: 'smsrx dev' runs the whole system on one machine (embedded broker,
+PostgreSQL, receiver and workers) and prints where everything listens.
+"""
+
+
+def _epilog() -> str:
+    lines = ["environment (every setting; defaults in brackets):"]
+    lines += [f"  {name:<38} {text}" for name, text in VARIABLES.items()]
+    return "\n".join(lines)
+
+
+def _run_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from smsrx.dev.supervisor import run_dev
+
+    return run_dev(os.environ, with_subscriptions=not args.no_subscriptions)
+
+
+def _run_receiver(settings: Settings, args: argparse.Namespace) -> int:
+    from receiver.app import run
+
+    return run(settings, workers=args.workers)
+
+
+def _db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from smsrx.db import migrate
+
+    applied = asyncio.run(migrate(settings.database_url))
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
+    from smsrx.kafka import create_topics
+
+    created = asyncio.run(create_topics(settings))
+    for name in settings.topics.all():
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command tree, with every subcommand's own --help."""
+    parser = argparse.ArgumentParser(
+        prog="smsrx",
+        description=_DESCRIPTION,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"smsrx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole system locally on embedded services",
+        description="Start PostgreSQL, the Kafka-protocol broker, the receiver and every worker, "
+        "supervise them, and stop them all on Ctrl-C. State lives in SMSRX_STATE_DIR (./.smsrx); "
+        "addresses are printed and written to <state dir>/dev.json. Ports and allowlists follow "
+        "the same SMSRX_* variables as production; the allowlists also admit loopback.",
+    )
+    dev.add_argument(
+        "--no-subscriptions", action="store_true", help="never run the Orange reconciler"
+    )
+    dev.set_defaults(handler=_run_dev)
+
+    rec = sub.add_parser(
+        "receiver",
+        help="run the HTTPS callback receiver",
+        description="Serve carrier callbacks on SMSRX_RECEIVER_PORT against the broker in "
+        "SMSRX_KAFKA_BOOTSTRAP and the database in SMSRX_DATABASE_URL.",
+    )
+    rec.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    rec.set_defaults(handler=_run_receiver)
+
+    db = sub.add_parser("db", help="database tasks").add_subparsers(
+        dest="db", metavar="TASK", required=True
+    )
+    db.add_parser(
+        "migrate",
+        help="apply pending migrations (safe to repeat)",
+        description="Apply every migration not yet applied to SMSRX_DATABASE_URL; running it again is harmless.",
+    ).set_defaults(handler=_db_migrate)
+
+    topics = sub.add_parser("topics", help="Kafka topic tasks").add_subparsers(
+        dest="topics", metavar="TASK", required=True
+    )
+    topics.add_parser(
+        "create",
+        help="create the smsrx topics that do not exist",
+        description="Create every smsrx topic on SMSRX_KAFKA_BOOTSTRAP with SMSRX_TOPIC_PARTITIONS "
+        "partitions and SMSRX_TOPIC_REPLICATION replicas (min.insync.replicas=2 from 3 replicas).",
+    ).set_defaults(handler=_topics_create)
+
+    from consumers.cli import add_commands as add_consumer_commands
+    from subscriptions.cli import add_commands as add_subscription_commands
+
+    add_consumer_commands(sub)
+    add_subscription_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``smsrx`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"smsrx: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, name=args.command)
+    handler: Handler = args.handler
+    try:
+        return handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        print(f"smsrx: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The canonical events: the public contract between the receiver, the workers and
+every downstream consumer of the Kafka topics.
+
+Each event is a frozen dataclass; :mod:`smsrx.codec` turns it into the JSON record
+documented in ``docs/events.md`` and ``docs/schemas/``. Event ids are deterministic,
+so the same carrier callback always yields the same ``event_id`` and every consumer
+can deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from smsrx.statuses import FINAL_STATUSES, Status
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeliveryReceipt",
+    "InboundMessage",
+    "StatusChange",
+    "Submission",
+    "event_id_for",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the record layout inside each ``.v1`` topic; additive changes only."""
+
+_NAMESPACE = uuid.UUID("5d1f0a3e-7c53-4f0e-9a51-6d2b7d3c8e11")
+
+
+def event_id_for(*parts: str) -> str:
+    """A deterministic event id (UUID version 5) built from the parts that identify an event."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """One carrier delivery receipt (DR) for one recipient of one message."""
+
+    kind: ClassVar[str] = "delivery_receipt"
+
+    event_id: str
+    """Deterministic: the same receipt (provider, message, recipient, carrier status) always
+    has the same id."""
+    provider: str
+    """The carrier, e.g. ``"orange"``."""
+    message_id: str
+    """The carrier's id of the sent message (Orange: ``callbackData``, the resource id)."""
+    recipient: str
+    """The recipient's number, E.164 with a leading ``+``."""
+    status: Status
+    """Canonical status; an unrecognised carrier status is ``unknown``."""
+    provider_status: str
+    """The carrier's own status value, kept verbatim."""
+    is_final: bool
+    """Whether the carrier will send nothing more for this recipient."""
+    received_at: datetime
+    """When smsrx received the callback (UTC)."""
+    raw: dict[str, Any]
+    """The carrier's original payload."""
+    synthetic: bool = False
+    """True for events smsrx makes itself (the ``expired`` sweep), never for a carrier's."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka record key: the provider's message id."""
+        return self.message_id.encode()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        provider: str,
+        message_id: str,
+        recipient: str,
+        status: Status,
+        provider_status: str,
+        received_at: datetime,
+        raw: dict[str, Any],
+        synthetic: bool = False,
+    ) -> DeliveryReceipt:
+        """Build a receipt, deriving its id and finality from what identifies it."""
+        return cls(
+            event_id=event_id_for("dr", provider, message_id, recipient, provider_status),
+            provider=provider,
+            message_id=message_id,
+            recipient=recipient,
+            status=status,
+            provider_status=provider_status,
+            is_final=status in FINAL_STATUSES,
+            received_at=received_at,
+            raw=raw,
+            synthetic=synthetic,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One inbound SMS (MO) received from a carrier."""
+
+    kind: ClassVar[str] = "inbound_message"
+
+    event_id: str
+    """Deterministic, from the provider and its message id."""
+    provider: str
+    """The carrier, e.g. ``"vavasms"``."""
+    message_id: str
+    """The carrier's message id; the carrier may notify it more than once."""
+    sender: str
+    """Who sent the SMS, E.164 with a leading ``+``."""
+    content: str
+    """The text of the SMS."""
+    sent_at: datetime | None
+    """When the carrier received the SMS, parsed from its own text; None if unparseable."""
+    sent_at_text: str
+    """The carrier's original date text (VavaSMS ``sms_date``)."""
+    received_at: datetime
+    """When smsrx received the callback (UTC)."""
+    raw: dict[str, Any]
+    """The carrier's original payload."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka record key: the provider's message id."""
+        return self.message_id.encode()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        provider: str,
+        message_id: str,
+        sender: str,
+        content: str,
+        sent_at: datetime | None,
+        sent_at_text: str,
+        received_at: datetime,
+        raw: dict[str, Any],
+    ) -> InboundMessage:
+        """Build an inbound message, deriving its id from the provider and message id."""
+        return cls(
+            event_id=event_id_for("mo", provider, message_id),
+            provider=provider,
+            message_id=message_id,
+            sender=sender,
+            content=content,
+            sent_at=sent_at,
+            sent_at_text=sent_at_text,
+            received_at=received_at,
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A message a carrier accepted for sending, published by the sending services."""
+
+    kind: ClassVar[str] = "submission"
+
+    event_id: str
+    """Deterministic, from the provider and its message id."""
+    provider: str
+    """The carrier that accepted the message."""
+    message_id: str
+    """The carrier's id of the message, which its receipts will carry."""
+    recipients: tuple[str, ...]
+    """Every recipient, E.164."""
+    submitted_at: datetime
+    """When the carrier accepted the message (UTC)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Free-form labels such as tenant or campaign."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka record key: the provider's message id."""
+        return self.message_id.encode()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        provider: str,
+        message_id: str,
+        recipients: tuple[str, ...],
+        submitted_at: datetime,
+        tags: dict[str, str] | None = None,
+    ) -> Submission:
+        """Build a submission, deriving its id from the provider and message id."""
+        return cls(
+            event_id=event_id_for("submission", provider, message_id),
+            provider=provider,
+            message_id=message_id,
+            recipients=recipients,
+            submitted_at=submitted_at,
+            tags=dict(tags or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A change of one recipient's current status, published by status-projection."""
+
+    kind: ClassVar[str] = "status_change"
+
+    event_id: str
+    """Deterministic, from the recipient and the new status."""
+    provider: str
+    """The carrier."""
+    message_id: str
+    """The carrier's id of the message."""
+    recipient: str
+    """The recipient, E.164."""
+    status: Status
+    """The new current status."""
+    previous_status: Status | None
+    """The status it replaced; None when the recipient was first seen."""
+    is_final: bool
+    """Whether the new status is final."""
+    submitted_at: datetime | None
+    """When the message was submitted, once its submission is known."""
+    first_event_at: datetime | None
+    """When the first receipt for this recipient arrived."""
+    changed_at: datetime
+    """When the event that caused the change was received."""
+    cause_event_id: str
+    """The ``event_id`` of the receipt that caused the change."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka record key: message id and recipient."""
+        return f"{self.message_id}/{self.recipient}".encode()
+
+    @staticmethod
+    def id_for(provider: str, message_id: str, recipient: str, status: Status) -> str:
+        """The deterministic id of a change to ``status``."""
+        return event_id_for("status", provider, message_id, recipient, status.value)

@@ -1,0 +1,96 @@
+"""Kafka clients, configured the same way for every process.
+
+Every producer uses ``acks="all"`` and bounds each request by the send timeout:
+aiokafka can otherwise wait forever on a broker that is down (aio-libs/aiokafka#1101).
+The idempotent producer is on by default (Apache Kafka) and can be turned off for
+brokers without it (the development broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from smsrx.settings import Settings
+
+__all__ = ["create_topics", "make_consumer", "make_producer", "stop_bounded"]
+
+logger = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica, with bounded requests."""
+    timeout_ms = max(1000, int(settings.kafka_send_timeout * 1000))
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotence,
+        "request_timeout_ms": timeout_ms,
+        "max_batch_size": 1024 * 1024,
+        "linger_ms": 0,
+        "client_id": "smsrx",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(
+    settings: Settings, *topics: str, group_id: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer-group member that commits manually, after its work is durable."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": settings.batch_max_records,
+        "client_id": group_id,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, limit: float) -> None:
+    """Stop a client, but never wait longer than ``limit`` seconds for it (aiokafka#1101)."""
+    try:
+        async with asyncio.timeout(limit):
+            await client.stop()
+    except TimeoutError:
+        logger.warning("kafka client stop timed out after %.1fs; abandoning it", limit)
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    """Create every smsrx topic that does not exist yet; return those created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=max(1000, int(settings.kafka_send_timeout * 1000)),
+    )
+    await admin.start()
+    created = []
+    try:
+        existing = set(await admin.list_topics())
+        configs = {"min.insync.replicas": "2"} if settings.topic_replication >= 3 else {}
+        for name in settings.topics.all():
+            if name in existing:
+                continue
+            topic = NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs=configs,
+            )
+            try:
+                await admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                continue
+            created.append(name)
+            logger.info("topic created name=%s partitions=%d", name, settings.topic_partitions)
+    finally:
+        await admin.close()
+    return created

@@ -1,0 +1,1 @@
+"""Orange delivery-receipt subscription manager."""

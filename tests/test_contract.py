@@ -1,0 +1,123 @@
+"""The shared event contract: statuses, ids and the codec."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsrx.clock import utcnow
+from smsrx.codec import (
+    DecodeError,
+    decode_delivery_receipt,
+    decode_inbound,
+    decode_submission,
+    encode,
+)
+from smsrx.events import DeliveryReceipt, InboundMessage, Submission
+from smsrx.phones import InvalidPhoneNumber, country_alpha3, to_e164
+from smsrx.statuses import Status, supersedes
+
+
+def _receipt(
+    status: Status = Status.DELIVERED, provider_status: str = "DeliveredToTerminal"
+) -> DeliveryReceipt:
+    return DeliveryReceipt.create(
+        provider="orange",
+        message_id="m-1",
+        recipient="+2250700000000",
+        status=status,
+        provider_status=provider_status,
+        received_at=utcnow(),
+        raw={"x": 1},
+    )
+
+
+def test_precedence_order() -> None:
+    """Ranks run queued < sent < unknown < expired < failed < delivered."""
+    order = [
+        Status.QUEUED,
+        Status.SENT,
+        Status.UNKNOWN,
+        Status.EXPIRED,
+        Status.FAILED,
+        Status.DELIVERED,
+    ]
+    for low, high in zip(order, order[1:], strict=False):
+        assert supersedes(high, low) and not supersedes(low, high)
+    assert not supersedes(Status.DELIVERED, Status.DELIVERED)
+    assert supersedes(Status.QUEUED, None)
+
+
+def test_event_id_is_deterministic() -> None:
+    """The same receipt always gets the same event_id, whenever it is received."""
+    assert _receipt().event_id == _receipt().event_id
+    assert _receipt().event_id != _receipt(Status.FAILED, "DeliveryImpossible").event_id
+
+
+def test_receipt_round_trip() -> None:
+    """A receipt survives encode then decode unchanged, with RFC 3339 UTC timestamps."""
+    event = _receipt()
+    data = encode(event)
+    assert b'"received_at":"' in data and b'Z"' in data
+    assert decode_delivery_receipt(data) == event
+
+
+def test_inbound_and_submission_round_trip() -> None:
+    """Inbound messages and submissions survive encode then decode unchanged."""
+    now = utcnow()
+    inbound = InboundMessage.create(
+        provider="vavasms",
+        message_id="SM-1",
+        sender="+2250700000001",
+        content="hi",
+        sent_at=now,
+        sent_at_text="2026-11-22 10:00:00",
+        received_at=now,
+        raw={},
+    )
+    assert decode_inbound(encode(inbound)) == inbound
+    submission = Submission.create(
+        provider="orange",
+        message_id="m-1",
+        recipients=("+2250700000000",),
+        submitted_at=now,
+        tags={"tenant": "acme"},
+    )
+    assert decode_submission(encode(submission)) == submission
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"[]", b"{", b'{"event_id": 1}', b'{"event_id":"x","status":"nope"}'],
+)
+def test_decode_rejects_invalid_records(data: bytes) -> None:
+    """Anything but a valid record raises the typed DecodeError."""
+    with pytest.raises(DecodeError):
+        decode_delivery_receipt(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tel:+2250700000000", "+2250700000000"),
+        ("22509000001", "+22509000001"),
+        ("+33 6 12 34 56 78", "+33612345678"),
+        ("0033612345678", "+33612345678"),
+    ],
+)
+def test_to_e164(text: str, expected: str) -> None:
+    """Carrier number spellings normalise to E.164."""
+    assert to_e164(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "tel:", "hello", "+1", "+999999999999999999"])
+def test_to_e164_rejects(text: str) -> None:
+    """Text that is not a possible international number is refused."""
+    with pytest.raises(InvalidPhoneNumber):
+        to_e164(text)
+
+
+def test_country_alpha3() -> None:
+    """Numbers map to their ISO 3166 alpha-3 country."""
+    assert country_alpha3("+2250700000000") == "CIV"
+    assert country_alpha3("+33612345678") == "FRA"
+    assert country_alpha3("+80012345678") == "ZZZ"
