@@ -13,17 +13,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Child", "free_port", "wait_for_port"]
+__all__ = ["Child", "free_port", "set_parent_death_signal", "wait_for_port"]
 
 _PR_SET_PDEATHSIG = 1
 
 
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux).
+
+    So even a SIGKILLed supervisor leaves no orphan behind.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+
 def _die_with_parent(sig: int) -> Callable[[], None]:
     def preexec() -> None:
-        # Linux only: the kernel sends ``sig`` to the child when its parent exits,
-        # so even a SIGKILLed supervisor leaves no orphan behind.
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        set_parent_death_signal(sig)
 
     return preexec
 

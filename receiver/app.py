@@ -1,0 +1,187 @@
+"""The receiver application: ``create_app(settings)`` and the ``smsrx receiver`` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import web
+
+from receiver.adapters import ROUTES
+from receiver.dedup import Dedup
+from receiver.handlers import callback_handler, edge, healthz, readyz
+from receiver.keys import DB_POOL, DEDUP, PIPELINE, PUBLISHER, SETTINGS
+from receiver.pipeline import Pipeline
+from receiver.publisher import Publisher
+from receiver.tls import server_context
+from smsrx.db import create_pool
+from smsrx.dev.process import set_parent_death_signal
+from smsrx.logs import setup_logging
+from smsrx.metrics import start_metrics_server
+from smsrx.settings import ConfigError, Settings
+
+__all__ = ["create_app", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    runner = await start_metrics_server(
+        "receiver", settings.metrics_host, settings.receiver_metrics_port
+    )
+    yield
+    await runner.cleanup()
+
+
+async def _db_ctx(app: web.Application) -> AsyncIterator[None]:
+    # min_size=0: no connection is needed to start; the receiver accepts without the store.
+    app[DB_POOL] = await create_pool(app[SETTINGS].database_url, min_size=0, max_size=4)
+    yield
+    await asyncio.wait_for(app[DB_POOL].close(), 5)
+
+
+async def _dedup_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    dedup = Dedup(app[DB_POOL], cache_size=settings.dedup_cache_size)
+    dedup.start()
+    app[DEDUP] = dedup
+    yield
+    await dedup.close()
+
+
+async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    publisher = Publisher(app[SETTINGS])
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    app[PIPELINE] = Pipeline(publisher, app[DEDUP], app[SETTINGS].topics)
+    yield
+    await publisher.close()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document of the callback endpoints."""
+    text = resources.files("receiver").joinpath("openapi.yaml").read_text("utf-8")
+    return web.Response(text=text, content_type="application/yaml")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The receiver: callback routes, health endpoints and their resources."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[edge])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_metrics_ctx, _db_ctx, _dedup_ctx, _publisher_ctx])
+    for route in ROUTES:
+        app.router.add_post(route.path, callback_handler(route))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.yaml", openapi)
+    return app
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context, or None when plain HTTP was asked for explicitly."""
+    if settings.insecure_http:
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ConfigError(
+            "HTTPS needs SMSRX_TLS_CERT and SMSRX_TLS_KEY; set SMSRX_INSECURE_HTTP=1 only behind "
+            "a TLS-terminating proxy"
+        )
+    for name, path in (("SMSRX_TLS_CERT", settings.tls_cert), ("SMSRX_TLS_KEY", settings.tls_key)):
+        if not path.is_file():
+            raise ConfigError(f"{name}={path}: no such file")
+    return server_context(settings.tls_cert, settings.tls_key)
+
+
+def _describe(settings: Settings) -> None:
+    scheme = "http" if settings.insecure_http else "https"
+    logger.info(
+        "receiver listening on %s://%s:%d bootstrap=%s allow_orange=%s allow_vavasms=%s trusted_proxies=%s",
+        scheme,
+        settings.receiver_host,
+        settings.receiver_port,
+        settings.kafka_bootstrap,
+        ",".join(map(str, settings.allow_orange)) or "-",
+        ",".join(map(str, settings.allow_vavasms)) or "-",
+        ",".join(map(str, settings.trusted_proxies)) or "-",
+    )
+    if not settings.allow_vavasms:
+        logger.warning("SMSRX_ALLOW_VAVASMS is empty: every VavaSMS callback will be refused (403)")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM, then drain within SMSRX_SHUTDOWN_TIMEOUT."""
+    context = ssl_context(settings)
+    _describe(settings)
+    loop = _new_loop()
+    web.run_app(
+        create_app(settings),
+        host=[host.strip() for host in settings.receiver_host.split(",") if host.strip()],
+        port=settings.receiver_port,
+        ssl_context=context,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        print=None,
+        reuse_port=reuse_port or None,
+        loop=loop,
+    )
+    logger.info("receiver stopped")
+
+
+def _worker(settings: Settings, index: int) -> None:
+    set_parent_death_signal(signal.SIGTERM)
+    setup_logging(settings.log_level, name=f"receiver[{index}]")
+    serve(
+        settings.with_(receiver_metrics_port=settings.receiver_metrics_port + index),
+        reuse_port=True,
+    )
+
+
+def run(settings: Settings, *, workers: int = 1) -> int:
+    """Entry point of ``smsrx receiver``; with ``workers`` > 1, processes share the port."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    ssl_context(settings)  # fail fast, before forking, on a bad TLS configuration
+    if workers == 1:
+        serve(settings)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(target=_worker, args=(settings, i), name=f"receiver-{i}")
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    logger.info(
+        "receiver started %d processes on port %d; metrics ports %d-%d",
+        workers,
+        settings.receiver_port,
+        settings.receiver_metrics_port,
+        settings.receiver_metrics_port + workers - 1,
+    )
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)

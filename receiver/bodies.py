@@ -1,0 +1,72 @@
+"""Decoding request bodies, strictly and without I/O.
+
+JSON must be valid UTF-8, finite, at most 1024 levels deep (orjson's own limits),
+and free of duplicate keys: a payload with two ``callbackData`` is ambiguous, so
+it is refused rather than guessed at. Forms must be valid UTF-8 with each field
+at most once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from receiver.errors import BadRequest, UnsupportedMediaType
+
+__all__ = ["FORM", "JSON", "media_type", "parse_form", "parse_json"]
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower-cased, without parameters."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        dup = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise BadRequest(f"duplicate key {dup!r}", field=dup)
+    return doc
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body or raise :class:`BadRequest`."""
+    if not body.strip():
+        raise BadRequest("empty body")
+    try:
+        orjson.loads(body)  # strict UTF-8, finite numbers, bounded depth
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from None
+    # Second pass only to find duplicate keys, which orjson silently merges.
+    return json.loads(body, object_pairs_hook=_no_duplicates)
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Decode an ``application/x-www-form-urlencoded`` body or raise :class:`BadRequest`."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("form body is not valid UTF-8") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"invalid form body: {exc}") from None
+    return _no_duplicates(pairs)
+
+
+def decode(content_type: str | None, body: bytes, accepted: frozenset[str]) -> Any:
+    """Decode ``body`` according to its Content-Type, one of ``accepted``."""
+    kind = media_type(content_type)
+    if kind not in accepted:
+        wanted = " or ".join(sorted(accepted))
+        raise UnsupportedMediaType(f"Content-Type must be {wanted}, not {kind or 'missing'!r}")
+    return parse_json(body) if kind == JSON else parse_form(body)

@@ -1,0 +1,129 @@
+"""Request handlers, and the edge middleware that maps every error to a response.
+
+A callback goes through: allowlist, size, content type and parse (the adapter),
+then the pipeline (dedup, publish). It is answered 200 only after every event in
+it is durable. Errors become JSON responses in exactly one place: :func:`edge`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from aiohttp import web
+
+from receiver import metrics
+from receiver.adapters import Route
+from receiver.allowlist import client_address, is_allowed
+from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, Unavailable
+from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, SETTINGS
+from smsrx.clock import utcnow
+from smsrx.settings import Network, Settings
+
+__all__ = ["callback_handler", "edge", "healthz", "readyz"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTPOUTCOMES = {
+    HTTPStatus.NOT_FOUND: "not_found",
+    HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too_large",
+    HTTPStatus.BAD_REQUEST: "bad_request",
+}
+
+
+def allowlist_for(settings: Settings, provider: str) -> tuple[Network, ...]:
+    """The networks allowed to post callbacks for ``provider``."""
+    return {"orange": settings.allow_orange, "vavasms": settings.allow_vavasms}.get(provider, ())
+
+
+def callback_handler(route: Route) -> Handler:
+    """The POST handler of one carrier callback endpoint."""
+
+    async def handle(request: web.Request) -> web.Response:
+        request[PROVIDER] = route.provider
+        settings = request.app[SETTINGS]
+        client = client_address(
+            request.transport.get_extra_info("peername", ("",))[0] if request.transport else None,
+            request.headers.getall("X-Forwarded-For", ()),
+            settings.trusted_proxies,
+        )
+        if not is_allowed(client, allowlist_for(settings, route.provider)):
+            logger.warning(
+                "refused provider=%s client=%s path=%s", route.provider, client, route.path
+            )
+            raise Forbidden(f"{client} may not post {route.provider} callbacks")
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            raise PayloadTooLarge(f"body over {settings.max_body_bytes} bytes")
+        body = await request.read()
+        events = route.parse(request.headers.get("Content-Type"), body, utcnow())
+        pipeline = request.app[PIPELINE]
+        new = 0
+        for event in events:
+            new += await pipeline.accept(event)
+        outcome = "accepted" if new else "duplicate"
+        request[OUTCOME] = outcome
+        return web.json_response({"status": outcome, "events": len(events), "published": new})
+
+    return handle
+
+
+def _error_response(exc: ReceiverError, settings: Settings) -> web.Response:
+    headers = {"Retry-After": str(settings.retry_after)} if isinstance(exc, Unavailable) else None
+    return web.json_response(exc.body(), status=exc.status, headers=headers)
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map errors to JSON responses and record every callback's outcome and latency."""
+    if request.path in ("/healthz", "/readyz"):
+        return await handler(request)
+    started = time.perf_counter()
+    metrics.IN_FLIGHT.inc()
+    outcome = "error"
+    try:
+        response = await handler(request)
+    except ReceiverError as exc:
+        outcome = exc.outcome
+        if isinstance(exc, Unavailable):
+            logger.warning(
+                "answering 503 provider=%s: %s", request.get(PROVIDER, "none"), exc.detail
+            )
+        return _error_response(exc, request.app[SETTINGS])
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        outcome = _HTTPOUTCOMES.get(HTTPStatus(exc.status), "bad_request")
+        body = {"error": outcome, "detail": exc.reason}
+        return web.json_response(
+            body, status=exc.status, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
+        )
+    except Exception:
+        logger.exception("unexpected error path=%s", request.path)
+        return web.json_response({"error": "internal", "detail": "unexpected error"}, status=500)
+    else:
+        outcome = request.get(OUTCOME, "ok")
+        return response
+    finally:
+        metrics.IN_FLIGHT.dec()
+        provider = request.get(PROVIDER, "none")
+        metrics.REQUESTS.labels(provider, outcome).inc()
+        metrics.REQUEST_SECONDS.labels(provider).observe(time.perf_counter() - started)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: only while the Kafka producer is connected."""
+    if request.app[PUBLISHER].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response(
+        {"status": "not ready", "detail": "Kafka producer not connected"}, status=503
+    )
