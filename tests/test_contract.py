@@ -121,3 +121,37 @@ def test_country_alpha3() -> None:
     assert country_alpha3("+2250700000000") == "CIV"
     assert country_alpha3("+33612345678") == "FRA"
     assert country_alpha3("+80012345678") == "ZZZ"
+
+
+def test_records_match_published_json_schemas() -> None:
+    """Encoded receipts and inbound messages validate against the documented JSON Schemas."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schemas = Path(__file__).parent.parent / "docs" / "schemas"
+    now = utcnow()
+    cases = [
+        ("delivery-receipt.v1.json", _receipt()),
+        (
+            "inbound.v1.json",
+            InboundMessage.create(
+                provider="vavasms",
+                message_id="SM-1",
+                sender="+2250700000001",
+                content="hi",
+                sent_at=None,
+                sent_at_text="?",
+                received_at=now,
+                raw={},
+            ),
+        ),
+    ]
+    for name, event in cases:
+        schema = json.loads((schemas / name).read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        validator = jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.FormatChecker()
+        )
+        validator.validate(json.loads(encode(event)))
