@@ -1,12 +1,185 @@
-"""Command-line entry points of the workers."""
+"""Command-line entry points of the workers.
+
+- ``smsrx consumer status-projection`` and ``smsrx consumer analytics``: run a worker,
+  with its ``/metrics`` endpoint;
+- ``smsrx status PROVIDER MESSAGE_ID [--json]``: a message's story;
+- ``smsrx submissions publish ...``: record that a carrier accepted a message.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["add_commands"]
+from smsrx.settings import Settings
+
+__all__ = ["add_commands", "run_async"]
+
+_STATUS_EPILOG = """\
+example:
+  smsrx status orange 5f0c9d1e-1c2b-4a5e-9f0e-3b6f1e2d7c8a
+  smsrx status orange 5f0c9d1e-1c2b-4a5e-9f0e-3b6f1e2d7c8a --json | jq '.recipients[].status'
+
+Effects in the history: 'status X' (first receipt), 'A -> B' (replaced a lower status),
+'still X' (same status again), 'late: below X, history only' (a receipt ranked below
+the status already reached; it never changes the current status).
+Precedence: queued < sent < unknown < expired < failed < delivered.
+Exit status: 0 when the message is known, 1 when nothing is known about it.
+"""
+
+_PUBLISH_EPILOG = """\
+example:
+  smsrx submissions publish --provider orange --message-id 5f0c9d1e \\
+      --recipient +2250700000001 --recipient +2250700000002 --tag tenant=acme --tag campaign=spring
+"""
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _run_status_projection(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.serve import serve
+    from consumers.status_projection import StatusProjection
+
+    worker = StatusProjection(settings, expiry_sweep=not args.no_expiry_sweep)
+    return int(run_async(serve(worker, settings.status_projection_metrics_port)))
+
+
+def _run_analytics(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.analytics import Analytics
+    from consumers.serve import serve
+
+    return int(run_async(serve(Analytics(settings), settings.analytics_metrics_port)))
+
+
+def _run_status(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.status_cli import run_status
+
+    return run_status(settings, args)
+
+
+def _publish_submission(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.submit import SubmissionError, build_submission, publish_submission
+
+    try:
+        submission = build_submission(
+            provider=args.provider,
+            message_id=args.message_id,
+            recipients=args.recipient,
+            submitted_at=args.submitted_at,
+            tags=args.tag or [],
+        )
+    except SubmissionError as exc:
+        sys.stderr.write(f"smsrx submissions publish: {exc}\n")
+        return 2
+    topic, partition, offset = asyncio.run(publish_submission(settings, submission))
+    sys.stdout.write(
+        f"published submission {submission.event_id}: {submission.provider} message "
+        f"{submission.message_id} to {len(submission.recipients)} recipient(s) "
+        f"-> {topic}[{partition}]@{offset}\n"
+    )
+    return 0
+
+
+def _add_consumer(sub: Any) -> None:
+    consumer = sub.add_parser(
+        "consumer",
+        help="run a Kafka consumer-group worker (status-projection, analytics)",
+        description="Run one worker. Each batch is applied in one PostgreSQL transaction and "
+        "its offsets are committed after it; SIGTERM drains the batch in flight (at most "
+        "SMSRX_SHUTDOWN_TIMEOUT). Run as many replicas as there are partitions.",
+    )
+    workers = consumer.add_subparsers(dest="worker", metavar="WORKER", required=True)
+    projection = workers.add_parser(
+        "status-projection",
+        help="current status of every recipient, history, status changes, expiry",
+        description="Consume sms.delivery-receipts.v1, sms.submissions.v1 and sms.inbound.v1 "
+        "(group smsrx-status-projection) into PostgreSQL: current status by precedence, the "
+        "receipt history, submissions and inbound SMS. Publish each change of current status "
+        "to sms.message-status.v1, and sweep recipients with no final status after "
+        "SMSRX_EXPIRY_HORIZON to 'expired'. Metrics on SMSRX_STATUS_PROJECTION_METRICS_PORT.",
+    )
+    projection.add_argument(
+        "--no-expiry-sweep",
+        action="store_true",
+        help="never run the expiry sweep in this replica (another replica sweeps)",
+    )
+    projection.set_defaults(handler=_run_status_projection)
+    workers.add_parser(
+        "analytics",
+        help="per-minute rollups, latency histograms and delivery rates",
+        description="Consume sms.delivery-receipts.v1, sms.inbound.v1 and sms.message-status.v1 "
+        "(group smsrx-analytics) into per-minute rollups by provider, country and status, "
+        "time-to-final histograms and the delivery-rate views, counting each event once. "
+        "Metrics on SMSRX_ANALYTICS_METRICS_PORT.",
+    ).set_defaults(handler=_run_analytics)
+
+
+def _add_status(sub: Any) -> None:
+    status = sub.add_parser(
+        "status",
+        help="show a message's current status per recipient and its history",
+        description="Print what smsrx knows about one message: its submission, the current "
+        "status of each recipient, when it became final and how long it took, and every "
+        "receipt in the order it was applied, with what it did.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("provider", metavar="PROVIDER", help="the carrier, e.g. orange")
+    status.add_argument("message_id", metavar="MESSAGE_ID", help="the carrier's message id")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=_run_status)
+
+
+def _add_submissions(sub: Any) -> None:
+    tasks = sub.add_parser(
+        "submissions", help="submission tasks (topic sms.submissions.v1)"
+    ).add_subparsers(dest="submissions", metavar="TASK", required=True)
+    publish = tasks.add_parser(
+        "publish",
+        help="record that a carrier accepted a message",
+        description="Publish one submission to sms.submissions.v1, keyed by the message id: "
+        "the recipients' receipts are then joined to it (submission time, time to final). "
+        "Sending services do the same from their own code; see docs/schemas/submission.v1.json.",
+        epilog=_PUBLISH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_argument("--provider", required=True, help="the carrier, e.g. orange")
+    publish.add_argument(
+        "--message-id", required=True, help="the carrier's id of the message, as its receipts carry"
+    )
+    publish.add_argument(
+        "--recipient",
+        required=True,
+        action="append",
+        metavar="+E164",
+        help="a recipient's number in international form; repeat for each recipient",
+    )
+    publish.add_argument(
+        "--submitted-at",
+        metavar="RFC3339",
+        help="when the carrier accepted the message, e.g. 2026-03-02T09:00:00Z (default: now)",
+    )
+    publish.add_argument(
+        "--tag",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a free-form label such as tenant=acme or campaign=spring; repeatable",
+    )
+    publish.set_defaults(handler=_publish_submission)
 
 
 def add_commands(sub: Any) -> None:
     """Register ``consumer``, ``status`` and ``submissions`` on the ``smsrx`` parser."""
-    del sub
+    _add_consumer(sub)
+    _add_status(sub)
+    _add_submissions(sub)

@@ -1,0 +1,159 @@
+"""The expiry sweep: a synthetic final status for recipients that never got one.
+
+A recipient without a final status ``expiry_horizon`` after its submission (or after
+its first receipt, when the submission is unknown) gets a synthetic receipt
+``expired`` (``provider_status="smsrx:expired"``, ``synthetic=true``). The sweep does
+not write the status itself: it *publishes* the receipt to the delivery-receipt topic,
+so status-projection applies it and analytics counts it like any carrier receipt, and
+its deterministic ``event_id`` makes a repeated sweep harmless.
+
+Every status-projection worker runs the sweep periodically; a PostgreSQL advisory lock
+lets only one of them sweep at a time. A real ``failed`` or ``delivered`` arriving
+later still replaces ``expired`` (it ranks higher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from consumers import metrics
+from consumers.errors import is_transient
+from consumers.publish import publish_many
+from smsrx.clock import format_rfc3339, utcnow
+from smsrx.codec import encode
+from smsrx.events import DeliveryReceipt
+from smsrx.settings import Settings
+from smsrx.statuses import Status
+
+__all__ = ["EXPIRED_PROVIDER_STATUS", "ExpirySweeper"]
+
+logger = logging.getLogger(__name__)
+
+EXPIRED_PROVIDER_STATUS = "smsrx:expired"
+"""The ``provider_status`` of the synthetic receipts."""
+
+_LOCK = 0x736D7278  # "smrx": one advisory lock id for the sweep of every deployment
+
+_CANDIDATES = """
+SELECT provider, message_id, recipient, coalesce(submitted_at, first_event_at) AS since
+  FROM recipient_status
+ WHERE NOT is_final
+   AND coalesce(submitted_at, first_event_at) <= $1
+   AND (expiry_published_at IS NULL OR expiry_published_at <= $2)
+ ORDER BY coalesce(submitted_at, first_event_at)
+ LIMIT $3
+"""
+
+_MARK = """
+UPDATE recipient_status rs SET expiry_published_at = $4
+  FROM unnest($1::text[], $2::text[], $3::text[]) AS k(provider, message_id, recipient)
+ WHERE rs.provider = k.provider AND rs.message_id = k.message_id AND rs.recipient = k.recipient
+"""
+
+
+class ExpirySweeper:
+    """Publishes ``expired`` receipts for recipients past the expiry horizon."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        limit: int = 5000,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.producer = producer
+        self.limit = limit
+        self.horizon = timedelta(seconds=settings.expiry_horizon)
+        # A receipt already published is published again only if it still has not been
+        # applied long after (the broker lost it, say): a backlog must not grow with copies.
+        self.republish_after = timedelta(seconds=max(600.0, 10 * settings.expiry_sweep_interval))
+
+    async def sweep(self, now: datetime | None = None) -> int | None:
+        """Sweep once; return how many receipts were published, or None if another
+        worker holds the sweep lock."""
+        now = now or utcnow()
+        started = time.perf_counter()
+        total = 0
+        while True:
+            published = await self._sweep_chunk(now)
+            if published is None:
+                metrics.EXPIRY_SWEEPS.labels("locked").inc()
+                return None
+            total += published
+            if published < self.limit:
+                break
+        metrics.EXPIRY_SWEEPS.labels("done").inc()
+        metrics.EXPIRY_SWEEP_DURATION.observe(time.perf_counter() - started)
+        if total:
+            logger.info("expiry sweep: %d recipients expired (horizon %s)", total, self.horizon)
+        else:
+            logger.debug("expiry sweep: nothing to expire")
+        return total
+
+    async def _sweep_chunk(self, now: datetime) -> int | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
+                return None
+            rows = await conn.fetch(
+                _CANDIDATES, now - self.horizon, now - self.republish_after, self.limit
+            )
+            if not rows:
+                return 0
+            receipts = [
+                DeliveryReceipt.create(
+                    provider=row["provider"],
+                    message_id=row["message_id"],
+                    recipient=row["recipient"],
+                    status=Status.EXPIRED,
+                    provider_status=EXPIRED_PROVIDER_STATUS,
+                    received_at=now,
+                    raw={
+                        "reason": "no final status within the expiry horizon",
+                        "horizon_seconds": self.horizon.total_seconds(),
+                        "pending_since": format_rfc3339(row["since"]),
+                    },
+                    synthetic=True,
+                )
+                for row in rows
+            ]
+            async with asyncio.timeout(max(1.0, self.settings.kafka_send_timeout * 2)):
+                await publish_many(
+                    self.producer,
+                    self.settings.topics.delivery_receipts,
+                    [(r.key, encode(r)) for r in receipts],
+                )
+            await conn.execute(
+                _MARK,
+                [r.provider for r in receipts],
+                [r.message_id for r in receipts],
+                [r.recipient for r in receipts],
+                now,
+            )
+        metrics.EXPIRED.inc(len(receipts))
+        return len(receipts)
+
+    async def run_forever(self) -> None:
+        """Sweep every ``expiry_sweep_interval`` seconds until cancelled."""
+        interval = self.settings.expiry_sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except (KafkaError, TimeoutError) as exc:
+                metrics.EXPIRY_SWEEPS.labels("failed").inc()
+                logger.warning("expiry sweep failed, retrying in %.0fs: %r", interval, exc)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                metrics.EXPIRY_SWEEPS.labels("failed").inc()
+                logger.warning("expiry sweep failed, retrying in %.0fs: %r", interval, exc)

@@ -1,0 +1,524 @@
+"""The consumer-group worker that status-projection and analytics are built on.
+
+Its shape follows arq's ``Worker`` (``run()``, ``close()``, a drain on SIGTERM bounded
+by ``shutdown_timeout``, ``handle_signals=False`` for tests) and aiokafka's
+``local_state_consumer`` example. One loop turn:
+
+1. ``getmany()`` a batch (at most ``batch_max_records``);
+2. decode it; a malformed record is counted ``invalid`` and skipped;
+3. apply it in **one** database transaction (:meth:`Worker.apply`), where the
+   subclass checks event_id uniqueness, so a redelivered event changes nothing;
+4. only then commit the Kafka offsets;
+5. run :meth:`Worker.after_batch` (publishing the outbox, say).
+
+When partitions are revoked, the rebalance listener waits for the batch in flight
+and commits what is done. When PostgreSQL is down, the same batch is retried with
+backoff, uncommitted; a revoke or a stop abandons it (it will be redelivered). A
+batch that PostgreSQL refuses for its data is split in halves until the record at
+fault is found, counted invalid and skipped.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from consumers import metrics
+from consumers.errors import DatabaseUnavailable, RecordRejected, is_data_error, is_transient
+from smsrx.codec import DecodeError
+from smsrx.db import create_pool
+from smsrx.kafka import make_consumer, stop_bounded
+from smsrx.settings import Settings
+
+__all__ = ["Applied", "Batch", "Decoder", "Worker"]
+
+logger = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes], Any]
+"""Turns a record value into an event, or raises :class:`~smsrx.codec.DecodeError`."""
+
+_MAX_BACKOFF = 10.0
+_LAG_INTERVAL = 1.0
+
+
+class Batch:
+    """The decoded events of one ``getmany``, as ``(topic, event)`` in consumption order."""
+
+    __slots__ = ("_by_topic", "items")
+
+    def __init__(self, items: list[tuple[str, Any]]) -> None:
+        self.items = items
+        self._by_topic: dict[str, list[Any]] | None = None
+
+    def of(self, topic: str) -> list[Any]:
+        """The events of one topic, in order."""
+        if self._by_topic is None:
+            self._by_topic = {}
+            for name, event in self.items:
+                self._by_topic.setdefault(name, []).append(event)
+        return self._by_topic.get(topic, [])
+
+    def halves(self) -> tuple[Batch, Batch]:
+        """The first and second half, to isolate a record the database refuses."""
+        middle = len(self.items) // 2
+        return Batch(self.items[:middle]), Batch(self.items[middle:])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a batch did, by topic; reported once its transaction has committed."""
+
+    applied: Counter[str] = field(default_factory=Counter)
+    """Events that changed the database."""
+    duplicate: Counter[str] = field(default_factory=Counter)
+    """Events already applied before (redelivered or repeated in the batch)."""
+    invalid: Counter[str] = field(default_factory=Counter)
+    """Records that could not be decoded, or that the database refused."""
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    """Run once the transaction committed (metrics, staging the outbox)."""
+
+    def merge(self, other: Applied) -> Applied:
+        """Add ``other`` into this one and return it."""
+        self.applied.update(other.applied)
+        self.duplicate.update(other.duplicate)
+        self.invalid.update(other.invalid)
+        self.on_commit.extend(other.on_commit)
+        return self
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self.worker._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self.worker._on_assigned(set(assigned))
+
+
+def _describe(partitions: Collection[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "-"
+
+
+class Worker(abc.ABC):
+    """A consumer-group member that applies each batch in one database transaction."""
+
+    role: ClassVar[str]
+    """Process role, used in logs and the ``worker`` metrics label."""
+    group: ClassVar[str]
+    """Consumer group, after the deployment's topic prefix."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        handle_signals: bool = True,
+        group_id: str | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
+        poll_timeout: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.handle_signals = handle_signals
+        self.group_id = group_id or settings.topics.prefix + self.group
+        self.consumer_options = dict(consumer_options or {})
+        self.poll_timeout = poll_timeout
+        self.pool: asyncpg.Pool | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.processed = 0
+        """Records processed (decoded and committed to the database) since start."""
+        self.assigned = asyncio.Event()
+        """Set once the group gave this worker partitions (tests wait on it)."""
+        self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._batch_lock = asyncio.Lock()
+        self._revoking = False
+        self._done: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[Any] | None = None
+        self._closed = False
+        self._lag_at = 0.0
+
+    # --- what a worker defines ---------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def decoders(self) -> Mapping[str, Decoder]:
+        """The topics to consume, each with the decoder of its records."""
+
+    @abc.abstractmethod
+    async def apply(self, conn: asyncpg.Connection, batch: Batch) -> Applied:
+        """Apply a batch inside the open transaction on ``conn``; must be idempotent."""
+
+    async def on_start(self) -> None:  # noqa: B027 (an optional hook)
+        """Called once the database pool exists, before the consumer joins the group."""
+
+    async def after_batch(self) -> None:  # noqa: B027 (an optional hook)
+        """Called after each batch was committed, to the database and to Kafka."""
+
+    async def on_idle(self) -> None:  # noqa: B027 (an optional hook)
+        """Called when a poll returned nothing."""
+
+    async def on_stop(self) -> None:  # noqa: B027 (an optional hook)
+        """Called while closing, after the consumer left the group."""
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
+        self._main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if self.handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            if await self._start():
+                await self._consume()
+        finally:
+            if self.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self.close()
+
+    def stop(self) -> None:
+        """Stop taking batches; the one in flight finishes and is committed."""
+        if not self._stopping.is_set():
+            logger.info("%s stopping: draining the batch in flight", self.role)
+        self._stopping.set()
+        self._wakeup.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stopping.is_set()
+
+    async def close(self) -> None:
+        """Commit what is done and release every resource; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        limit = self.settings.shutdown_timeout
+        if self.consumer is not None:
+            if not self._batch_lock.locked():
+                await self._commit()
+            await stop_bounded(self.consumer, limit)
+            for tp in list(self._done):
+                self._forget(tp)
+        try:
+            await self.on_stop()
+        finally:
+            if self.pool is not None:
+                try:
+                    await asyncio.wait_for(self.pool.close(), limit)
+                except TimeoutError:
+                    self.pool.terminate()
+        logger.info("%s stopped ◆ %d records processed", self.role, self.processed)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task that :meth:`close` cancels."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up early on :meth:`stop` or a revoke."""
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def retry(self, what: str, attempt: Callable[[], Awaitable[Any]]) -> bool:
+        """Run ``attempt`` until it succeeds (True) or a stop is requested (False)."""
+        delay = 0.2
+        while not self.stopping:
+            try:
+                await attempt()
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, KafkaError):
+                    raise
+                logger.warning(
+                    "%s: %s unavailable, retrying in %.1fs: %r", self.role, what, delay, exc
+                )
+                await self.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+            else:
+                return True
+        return False
+
+    def _on_signal(self, sig: int) -> None:
+        limit = self.settings.shutdown_timeout
+        logger.info(
+            "%s: shutdown on %s ◆ draining, at most %.0fs",
+            self.role,
+            signal.Signals(sig).name,
+            limit,
+        )
+        self.stop()
+        if self._main is not None:
+            asyncio.get_running_loop().call_later(limit, self._main.cancel)
+
+    async def _start(self) -> bool:
+        async def connect() -> None:
+            self.pool = await create_pool(self.settings.database_url, min_size=1, max_size=4)
+
+        if not await self.retry("database", connect):
+            return False
+        await self.on_start()
+        consumer = make_consumer(self.settings, group_id=self.group_id, **self.consumer_options)
+        consumer.subscribe(topics=list(self.decoders), listener=_Listener(self))
+        self.consumer = consumer
+        if not await self.retry("broker", consumer.start):
+            return False
+        logger.info(
+            "%s started group=%s topics=%s", self.role, self.group_id, ",".join(self.decoders)
+        )
+        return True
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        timeout_ms = int(self.poll_timeout * 1000)
+        while not self.stopping:
+            try:
+                records = await self.consumer.getmany(
+                    timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
+                )
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                logger.warning("%s: fetch failed, retrying: %r", self.role, exc)
+                await self.sleep(1.0)
+                continue
+            if records:
+                await self._process(records)
+                await self.after_batch()
+            else:
+                await self.on_idle()
+            await self._update_lag()
+
+    # --- one batch ----------------------------------------------------------------
+
+    async def _process(self, records: Mapping[TopicPartition, list[Any]]) -> None:
+        assert self.consumer is not None
+        async with self._batch_lock:
+            started = time.perf_counter()
+            assigned = self.consumer.assignment()
+            records = {tp: rs for tp, rs in records.items() if rs and tp in assigned}
+            if not records:
+                return
+            batch, invalid = self._decode(records)
+            result = await self._apply_with_retry(batch)
+            if result is None:
+                return
+            result.invalid.update(invalid)
+            for callback in result.on_commit:
+                callback()
+            size = sum(len(rs) for rs in records.values())
+            for tp, rs in records.items():
+                self._done[tp] = rs[-1].offset + 1
+            await self._commit()
+            self.processed += size
+            self._observe(result, size, len(records), time.perf_counter() - started)
+
+    def _decode(self, records: Mapping[TopicPartition, list[Any]]) -> tuple[Batch, Counter[str]]:
+        items: list[tuple[str, Any]] = []
+        invalid: Counter[str] = Counter()
+        for tp, batch in records.items():
+            decode = self.decoders[tp.topic]
+            for record in batch:
+                try:
+                    if record.value is None:
+                        raise DecodeError("record has no value")  # noqa: TRY301
+                    items.append((tp.topic, decode(record.value)))
+                except DecodeError as exc:
+                    invalid[tp.topic] += 1
+                    logger.warning(
+                        "invalid record skipped topic=%s partition=%d offset=%d: %s",
+                        tp.topic,
+                        tp.partition,
+                        record.offset,
+                        exc,
+                    )
+        return Batch(items), invalid
+
+    async def _apply_with_retry(self, batch: Batch) -> Applied | None:
+        delay = 0.2
+        while True:
+            try:
+                return await self._apply_isolating(batch)
+            except DatabaseUnavailable as exc:
+                metrics.DATABASE_ERRORS.labels(self.role, "transient").inc()
+                if self.stopping or self._revoking:
+                    logger.warning(
+                        "%s: batch of %d abandoned uncommitted (database unavailable, %s); "
+                        "it will be redelivered",
+                        self.role,
+                        len(batch),
+                        "revoked" if self._revoking else "stopping",
+                    )
+                    return None
+                logger.warning(
+                    "%s: database unavailable, retrying batch of %d in %.1fs: %s",
+                    self.role,
+                    len(batch),
+                    delay,
+                    exc.__cause__ or exc,
+                )
+                await self.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+    async def _apply_isolating(self, batch: Batch) -> Applied:
+        try:
+            return await self._transaction(batch)
+        except RecordRejected as exc:
+            rejected = exc
+        metrics.DATABASE_ERRORS.labels(self.role, "data").inc()
+        if len(batch) > 1:
+            first, second = batch.halves()
+            result = await self._apply_isolating(first)
+            return result.merge(await self._apply_isolating(second))
+        topic, event = batch.items[0]
+        logger.error(
+            "%s: record refused by the database, skipped topic=%s event_id=%s: %s",
+            self.role,
+            topic,
+            getattr(event, "event_id", "?"),
+            rejected.__cause__ or rejected,
+        )
+        return Applied(invalid=Counter({topic: 1}))
+
+    async def _transaction(self, batch: Batch) -> Applied:
+        assert self.pool is not None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await self.apply(conn, batch)
+        except Exception as exc:
+            if is_transient(exc):
+                raise DatabaseUnavailable(str(exc)) from exc
+            if is_data_error(exc):
+                raise RecordRejected(str(exc)) from exc
+            raise
+
+    async def _commit(self, partitions: Collection[TopicPartition] | None = None) -> None:
+        if self.consumer is None:
+            return
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self._done.items()
+            if tp in assigned
+            and (partitions is None or tp in partitions)
+            and self._committed.get(tp) != offset
+        }
+        if not offsets:
+            return
+        try:
+            async with asyncio.timeout(max(1.0, self.settings.kafka_send_timeout * 2)):
+                await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            metrics.COMMIT_FAILURES.labels(self.role).inc()
+            logger.info(
+                "%s: offset commit refused after a rebalance (%s); redelivered events "
+                "will be deduplicated",
+                self.role,
+                exc,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            metrics.COMMIT_FAILURES.labels(self.role).inc()
+            logger.warning(
+                "%s: offset commit failed, will retry with the next batch: %r", self.role, exc
+            )
+        else:
+            self._committed.update(offsets)
+
+    def _observe(self, result: Applied, size: int, partitions: int, took: float) -> None:
+        role = self.role
+        for outcome, counts in (
+            ("applied", result.applied),
+            ("duplicate", result.duplicate),
+            ("invalid", result.invalid),
+        ):
+            for topic, count in counts.items():
+                if count:
+                    metrics.EVENTS.labels(role, topic, outcome).inc(count)
+        metrics.BATCH_RECORDS.labels(role).observe(size)
+        metrics.BATCH_DURATION.labels(role).observe(took)
+        logger.debug(
+            "%s batch records=%d applied=%d duplicate=%d invalid=%d partitions=%d took=%.1fms",
+            role,
+            size,
+            result.applied.total(),
+            result.duplicate.total(),
+            result.invalid.total(),
+            partitions,
+            took * 1000,
+        )
+
+    # --- rebalances and lag -------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        self._revoking = True
+        self._wakeup.set()
+        try:
+            async with self._batch_lock:
+                await self._commit(revoked)
+        finally:
+            self._revoking = False
+            if not self.stopping:
+                self._wakeup.clear()
+        for tp in revoked:
+            self._forget(tp)
+        metrics.REBALANCES.labels(self.role, "revoked").inc()
+        logger.info("%s partitions revoked: %s", self.role, _describe(revoked))
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self.role, "assigned").inc()
+        logger.info("%s partitions assigned: %s", self.role, _describe(assigned))
+        if assigned:
+            self.assigned.set()
+
+    def _forget(self, tp: TopicPartition) -> None:
+        self._done.pop(tp, None)
+        self._committed.pop(tp, None)
+        try:
+            metrics.LAG.remove(self.role, tp.topic, str(tp.partition))
+        except KeyError:
+            pass
+
+    async def _update_lag(self) -> None:
+        now = time.monotonic()
+        if self.consumer is None or now - self._lag_at < _LAG_INTERVAL:
+            return
+        self._lag_at = now
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                async with asyncio.timeout(0.1):
+                    position = await self.consumer.position(tp)
+            except (TimeoutError, KafkaError):
+                continue
+            metrics.LAG.labels(self.role, tp.topic, str(tp.partition)).set(
+                max(0, highwater - position)
+            )
