@@ -19,6 +19,8 @@ from receiver.handlers import callback_handler, edge, healthz, readyz
 from receiver.keys import DB_POOL, DEDUP, PIPELINE, PUBLISHER, SETTINGS
 from receiver.pipeline import Pipeline
 from receiver.publisher import Publisher
+from receiver.replay import Replayer
+from receiver.spool import Spool
 from receiver.tls import server_context
 from smsrx.db import create_pool
 from smsrx.dev.process import set_parent_death_signal
@@ -60,9 +62,29 @@ async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     publisher = Publisher(app[SETTINGS])
     await publisher.start()
     app[PUBLISHER] = publisher
-    app[PIPELINE] = Pipeline(publisher, app[DEDUP], app[SETTINGS].topics)
     yield
     await publisher.close()
+
+
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    spool: Spool | None = None
+    replayer: Replayer | None = None
+    if settings.spool_max_bytes > 0:
+        spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+        spool.open()
+        replayer = Replayer(spool, app[PUBLISHER], app[DEDUP], rate=settings.spool_replay_rate)
+        replayer.start()
+    else:
+        logger.warning(
+            "spool turned off (SMSRX_SPOOL_MAX_BYTES=0): callbacks get 503 while the broker is down"
+        )
+    app[PIPELINE] = Pipeline(app[PUBLISHER], app[DEDUP], settings.topics, spool)
+    yield
+    if replayer is not None:
+        await replayer.close()
+    if spool is not None:
+        spool.close()
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -75,7 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     """The receiver: callback routes, health endpoints and their resources."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[edge])
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_metrics_ctx, _db_ctx, _dedup_ctx, _publisher_ctx])
+    app.cleanup_ctx.extend([_metrics_ctx, _db_ctx, _dedup_ctx, _publisher_ctx, _spool_ctx])
     for route in ROUTES:
         app.router.add_post(route.path, callback_handler(route))
     app.router.add_get("/healthz", healthz)

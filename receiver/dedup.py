@@ -50,6 +50,10 @@ class Dedup:
         """Whether this process has published ``event_id`` recently."""
         return event_id in self._cache
 
+    def remember(self, event_id: str) -> None:
+        """Remember ``event_id`` in this process only (it is durable, not yet published)."""
+        self._remember(event_id)
+
     def _remember(self, event_id: str) -> None:
         cache = self._cache
         cache[event_id] = None

@@ -14,6 +14,12 @@ __all__ = [
     "PUBLISH_SECONDS",
     "REQUESTS",
     "REQUEST_SECONDS",
+    "SPOOLED",
+    "SPOOL_BYTES",
+    "SPOOL_EVENTS",
+    "SPOOL_FULL",
+    "SPOOL_OLDEST",
+    "SPOOL_REPLAYED",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -56,4 +62,24 @@ PRODUCER_ERRORS = Counter(
 )
 PRODUCER_READY = Gauge(
     "smsrx_receiver_producer_ready", "1 while the Kafka producer is connected, else 0"
+)
+
+SPOOL_EVENTS = Gauge("smsrx_receiver_spool_events", "Events in the local spool, not yet published")
+SPOOL_BYTES = Gauge(
+    "smsrx_receiver_spool_bytes", "Bytes of events in the local spool, not yet published"
+)
+SPOOL_OLDEST = Gauge(
+    "smsrx_receiver_spool_oldest_timestamp_seconds",
+    "Unix time the oldest unpublished spool entry was written; 0 when the spool is empty",
+)
+SPOOL_FULL = Counter(
+    "smsrx_receiver_spool_full", "Callbacks answered 503 because the spool was full"
+)
+SPOOLED = Counter(
+    "smsrx_receiver_spooled_events",
+    "Events written to the spool instead of the broker, by topic",
+    ["topic"],
+)
+SPOOL_REPLAYED = Counter(
+    "smsrx_receiver_spool_replayed_events", "Spooled events published to the broker"
 )

@@ -1,4 +1,7 @@
-"""From canonical event to durable record: dedup, publish, remember.
+"""From canonical event to durable record: dedup, publish (or spool), remember.
+
+An event is durable once the broker acknowledged it or, when the broker cannot
+within the send timeout, once it is fsynced in the local spool.
 
 Concurrent copies of one event (a carrier retrying while the first attempt is still
 in flight) wait for the first copy's outcome instead of publishing again.
@@ -12,6 +15,7 @@ from receiver import metrics
 from receiver.dedup import Dedup
 from receiver.errors import Unavailable
 from receiver.publisher import Publisher
+from receiver.spool import Spool
 from smsrx.codec import encode
 from smsrx.events import DeliveryReceipt, InboundMessage
 from smsrx.topics import Topics
@@ -24,9 +28,12 @@ Event = DeliveryReceipt | InboundMessage
 class Pipeline:
     """Accepts events: returns True when published now, False when already published."""
 
-    def __init__(self, publisher: Publisher, dedup: Dedup, topics: Topics) -> None:
+    def __init__(
+        self, publisher: Publisher, dedup: Dedup, topics: Topics, spool: Spool | None = None
+    ) -> None:
         self.publisher = publisher
         self.dedup = dedup
+        self.spool = spool
         self._topic = {DeliveryReceipt: topics.delivery_receipts, InboundMessage: topics.inbound}
         self._in_flight: dict[str, asyncio.Future[bool]] = {}
 
@@ -48,8 +55,7 @@ class Pipeline:
                 metrics.DEDUP_HITS.labels(event.provider, "database").inc()
                 published = False
             else:
-                await self.publisher.publish(self._topic[type(event)], event.key, encode(event))
-                self.dedup.published(event_id, event.provider, event.message_id)
+                await self._make_durable(event)
                 published = True
         except BaseException as exc:
             if isinstance(exc, Exception):
@@ -62,3 +68,16 @@ class Pipeline:
             del self._in_flight[event_id]
         outcome.set_result(published)
         return published
+
+    async def _make_durable(self, event: Event) -> None:
+        topic, value = self._topic[type(event)], encode(event)
+        try:
+            await self.publisher.publish(topic, event.key, value)
+        except Unavailable:
+            if self.spool is None:
+                raise
+            await self.spool.append(topic, event.key, value)  # Unavailable when full
+            metrics.SPOOLED.labels(topic).inc()
+            self.dedup.remember(event.event_id)  # the store learns it once replayed
+            return
+        self.dedup.published(event.event_id, event.provider, event.message_id)

@@ -116,6 +116,25 @@ class Publisher:
         metrics.PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
         metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
+    async def publish_many(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Send records in order and wait until the broker acknowledged all, or raise Unavailable."""
+        producer = self._producer
+        if producer is None or not self._ready:
+            raise Unavailable("the event broker is not ready")
+        try:
+            async with asyncio.timeout(self.timeout):
+                futures = [
+                    await producer.send(topic, value, key=key) for topic, key, value in records
+                ]
+                await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError) as exc:
+            metrics.PRODUCER_ERRORS.labels(
+                "timeout" if isinstance(exc, TimeoutError) else "error"
+            ).inc()
+            raise Unavailable(f"replay batch not acknowledged: {exc!r}") from None
+        for topic, _, _ in records:
+            metrics.EVENTS_PUBLISHED.labels(topic).inc()
+
     async def close(self) -> None:
         """Stop probing and stop the producer, within the send timeout."""
         if self._task is not None:

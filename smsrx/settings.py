@@ -52,7 +52,8 @@ VARIABLES: dict[str, str] = {
     "SMSRX_RETRY_AFTER": "Retry-After seconds sent with a 503 (5)",
     "SMSRX_DEDUP_CACHE_SIZE": "receiver's in-process dedup cache entries (200000)",
     "SMSRX_SPOOL_DIR": "receiver's durable spool directory (<state dir>/spool)",
-    "SMSRX_SPOOL_MAX_BYTES": "spool size limit; 503 when full (256 MiB)",
+    "SMSRX_SPOOL_MAX_BYTES": "spool size limit, 503 when full; 0 turns the spool off (256 MiB)",
+    "SMSRX_SPOOL_REPLAY_RATE": "events per second replayed from the spool once the broker is back (2000)",
     "SMSRX_BATCH_MAX_RECORDS": "largest batch a worker applies in one transaction (5000)",
     "SMSRX_EXPIRY_HORIZON": "time without a final status before 'expired' (72h)",
     "SMSRX_EXPIRY_SWEEP_INTERVAL": "how often the expiry sweep runs (60s)",
@@ -168,6 +169,7 @@ class Settings:
     dedup_cache_size: int = 200_000
     spool_dir: Path = Path(".smsrx/spool")
     spool_max_bytes: int = 256 * 1024 * 1024
+    spool_replay_rate: int = 2000
     batch_max_records: int = 5000
     expiry_horizon: float = 72 * 3600.0
     expiry_sweep_interval: float = 60.0
@@ -219,7 +221,8 @@ class Settings:
             retry_after=env.integer("SMSRX_RETRY_AFTER", 5, minimum=1),
             dedup_cache_size=env.integer("SMSRX_DEDUP_CACHE_SIZE", 200_000),
             spool_dir=Path(env.text("SMSRX_SPOOL_DIR", str(state_dir / "spool"))),
-            spool_max_bytes=env.integer("SMSRX_SPOOL_MAX_BYTES", 256 * 1024 * 1024, minimum=1024),
+            spool_max_bytes=env.integer("SMSRX_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
+            spool_replay_rate=env.integer("SMSRX_SPOOL_REPLAY_RATE", 2000, minimum=1),
             batch_max_records=env.integer("SMSRX_BATCH_MAX_RECORDS", 5000, minimum=1),
             expiry_horizon=env.duration("SMSRX_EXPIRY_HORIZON", "72h"),
             expiry_sweep_interval=env.duration("SMSRX_EXPIRY_SWEEP_INTERVAL", "60s"),

@@ -248,11 +248,14 @@ async def test_health_and_readiness(receiver, tls_files):
 
 
 async def test_broker_down_answers_503_within_timeout(settings_factory, tls_files):
-    """With the broker stopped, a callback gets 503 with Retry-After, nothing hangs, and /readyz fails."""
+    """Without a spool and with the broker stopped, a callback gets 503 with Retry-After within the timeout."""
     own = Broker()
     own.start()
     settings = settings_factory(
-        kafka_bootstrap=own.bootstrap, kafka_send_timeout=2.0, allow_orange=nets("127.0.0.2/32")
+        kafka_bootstrap=own.bootstrap,
+        kafka_send_timeout=2.0,
+        allow_orange=nets("127.0.0.2/32"),
+        spool_max_bytes=0,
     )
     try:
         async with running_receiver(settings, tls_files) as running:
