@@ -198,7 +198,7 @@ class Spool:
                 frames = [frame for frame, _ in batch]
                 try:
                     await asyncio.get_running_loop().run_in_executor(self._io, self._write, frames)
-                except OSError as exc:
+                except OSError:
                     logger.exception("spool write failed")
                     for _, future in batch:
                         future.set_exception(
