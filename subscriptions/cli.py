@@ -27,7 +27,7 @@ from subscriptions.report import (
 )
 from subscriptions.store import open_store
 from subscriptions.urls import validate_notify_url
-from subscriptions.watch import DATABASE_ERRORS, run_reconciler
+from subscriptions.watch import DATABASE_ERRORS, database_problem, run_reconciler
 
 __all__ = ["add_commands"]
 
@@ -49,14 +49,13 @@ def _run(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except DATABASE_ERRORS as exc:
-        print(f"error: database (SMSRX_DATABASE_URL): {exc}", file=sys.stderr)
+        print(f"error: {database_problem(exc)}", file=sys.stderr)
         return 1
 
 
 def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
-    notify_url = desired_notify_url(settings, args.notify_url)
-
     async def command() -> int:
+        notify_url = desired_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
             registration = await operations.subscribe(client, store, notify_url)
         for line in subscribe_lines(registration, notify_url, client.sender):
@@ -130,14 +129,14 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    notify_url = desired_notify_url(settings, args.notify_url)
     if args.watch is not None:
         interval = None if args.watch == _WATCH_DEFAULT else args.watch
         return _run(
-            lambda: run_reconciler(settings, _say, notify_url=notify_url, interval=interval)
+            lambda: run_reconciler(settings, _say, notify_url=args.notify_url, interval=interval)
         )
 
     async def command() -> int:
+        notify_url = desired_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
             result = await reconcile(client, store, notify_url)
         for line in reconcile_lines(result):

@@ -211,7 +211,8 @@ class OrangeClient:
             ) from None
         except aiohttp.ClientError as exc:
             raise Unreachable(
-                f"cannot reach Orange at {self.api_url} for {endpoint}: {exc}"
+                f"cannot reach Orange at {self.api_url} (SMSRX_ORANGE_API_URL) "
+                f"for {endpoint}: {exc}"
             ) from None
         logger.debug(
             "orange %s %s -> %d in %.3fs", method, path, response.status, time.monotonic() - started

@@ -37,9 +37,14 @@ def missing_credentials(settings: Settings) -> list[str]:
 def skip_reason(settings: Settings) -> str | None:
     """One line saying why ``smsrx dev`` does not run the reconciler, or ``None`` to run it."""
     missing = missing_credentials(settings)
-    if not missing:
-        return None
-    return f"subscriptions: reconciler not started, {', '.join(missing)} not set"
+    if missing:
+        return f"subscriptions: reconciler not started, {', '.join(missing)} not set"
+    try:
+        desired_notify_url(settings)
+        require(settings, "SMSRX_ORANGE_SENDER")
+    except (ConfigError, InvalidNotifyURL) as exc:
+        return f"subscriptions: reconciler not started, {exc}"
+    return None
 
 
 def require(settings: Settings, *names: str) -> list[str]:

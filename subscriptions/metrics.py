@@ -27,7 +27,7 @@ SUBSCRIPTION_IN_PLACE = Gauge(
 )
 LAST_CHECK = Gauge(
     "smsrx_orange_subscription_last_check_timestamp_seconds",
-    "Unix time Orange last answered a check of the subscription (found or not found)",
+    "Unix time Orange last told us what is registered: a check (found or not) or a subscribe",
 )
 API_REQUESTS = Counter(
     "smsrx_orange_api_requests",

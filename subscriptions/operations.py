@@ -72,6 +72,7 @@ async def subscribe(
             observed=registration.notify_url,
             detail="Orange registered another URL than the one sent",
         )
+    metrics.observe_check()  # Orange's answer tells what is registered, as a check would
     metrics.set_in_place(in_place)
     return registration
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from subscriptions.operations import CheckResult, UnsubscribeResult
 from subscriptions.reconcile import ReconcileResult, Verdict
 from subscriptions.store import State, StoredSubscription
+from subscriptions.urls import normalise_url, same_url
 from subscriptions.wire import Registration
 
 __all__ = [
@@ -24,8 +25,8 @@ FIX = "run 'smsrx subscriptions reconcile'"
 def subscribe_lines(registration: Registration, notify_url: str, sender: str) -> list[str]:
     """After ``subscribe``."""
     lines = [f"subscribed: id={registration.id} notify_url={notify_url} (sender tel:+{sender})"]
-    if registration.notify_url != notify_url:
-        lines.append(f"  Orange registered it as {registration.notify_url}")
+    if not same_url(registration.notify_url, notify_url):
+        lines.append(f"  but Orange registered {registration.notify_url} — {FIX}")
     return lines
 
 
@@ -70,12 +71,13 @@ def reconcile_lines(result: ReconcileResult) -> list[str]:
         )
     elif result.verdict is Verdict.IN_PLACE:
         lines.append(
-            f"reconcile: OK, Orange posts receipts to {registration.notify_url} (id={registration.id})"
+            f"reconcile: OK, Orange posts receipts to {normalise_url(registration.notify_url)} "
+            f"(id={registration.id})"
         )
     else:
         lines.append(
             f"reconcile: {result.verdict.result.upper()}, Orange now posts receipts to "
-            f"{registration.notify_url} (id={registration.id})"
+            f"{normalise_url(registration.notify_url)} (id={registration.id})"
         )
     return lines
 
@@ -106,7 +108,9 @@ def list_lines(rows: Sequence[StoredSubscription]) -> list[str]:
                 [
                     _role(row, current),
                     row.detail,
-                    f"Orange posts to {row.observed_notify_url}" if row.observed_notify_url else "",
+                    f"Orange posts to {row.observed_notify_url}"
+                    if row.observed_notify_url and row.state is not State.REMOVED
+                    else "",
                 ],
             )
         )

@@ -24,7 +24,7 @@ from subscriptions.reconcile import ReconcileResult, reconcile
 from subscriptions.report import reconcile_lines
 from subscriptions.store import open_store
 
-__all__ = ["DATABASE_ERRORS", "Emit", "run_reconciler"]
+__all__ = ["DATABASE_ERRORS", "Emit", "database_problem", "run_reconciler"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ Emit = Callable[[str], None]
 
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 """What the store raises when PostgreSQL is unreachable or refuses a statement."""
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line about a database error, saying what to do when we know."""
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return "database (SMSRX_DATABASE_URL) has no orange_subscriptions table — run 'smsrx db migrate'"
+    return f"database (SMSRX_DATABASE_URL): {exc}"
 
 
 async def run_reconciler(
@@ -110,7 +117,7 @@ async def _pass(
     except SubscriptionError as exc:
         emit(f"reconcile: error: {exc.message}")
     except DATABASE_ERRORS as exc:
-        emit(f"reconcile: error: database (SMSRX_DATABASE_URL): {exc}")
+        emit(f"reconcile: error: {database_problem(exc)}")
     else:
         for line in reconcile_lines(result):
             emit(line)

@@ -101,8 +101,16 @@ class FakeOrange:
 
     def fail(self, endpoint: str, status: int, times: int = 1, body: Any = None) -> None:
         """The next ``times`` requests to ``endpoint`` get ``status`` (default body per status)."""
-        if body is None:
-            body = _EXPIRED if status == 401 else _UNAVAILABLE
+        if body is None and status == 401:
+            body = _EXPIRED
+        elif body is None and status < 500:
+            body = {
+                "requestError": {
+                    "policyException": {"messageId": "POL0001", "text": "A policy error occurred"}
+                }
+            }
+        elif body is None:
+            body = _UNAVAILABLE
         self._failures.setdefault(endpoint, deque()).extend([(status, body)] * times)
 
     def slow(self, endpoint: str, delay: float, times: int = 1) -> None:
