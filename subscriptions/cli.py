@@ -15,7 +15,7 @@ from typing import Any
 from smsrx.settings import ConfigError, Settings, parse_duration
 from subscriptions import operations
 from subscriptions.client import open_client
-from subscriptions.config import desired_notify_url
+from subscriptions.config import desired_notify_url, wanted_notify_url
 from subscriptions.errors import InvalidNotifyURL, SubscriptionError
 from subscriptions.reconcile import reconcile
 from subscriptions.report import (
@@ -26,7 +26,6 @@ from subscriptions.report import (
     unsubscribe_lines,
 )
 from subscriptions.store import open_store
-from subscriptions.urls import validate_notify_url
 from subscriptions.watch import DATABASE_ERRORS, database_problem, run_reconciler
 
 __all__ = ["add_commands"]
@@ -66,12 +65,10 @@ def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
-    override = args.notify_url or settings.orange_notify_url
-
     async def command() -> int:
+        desired = wanted_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
             subscription_id = args.id
-            desired = validate_notify_url(override) if override else None
             if subscription_id is None:
                 live = await store.live(client.sender)
                 if not live:
@@ -94,10 +91,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _unsubscribe(settings: Settings, args: argparse.Namespace) -> int:
-    recover = args.notify_url or settings.orange_notify_url
-
     async def command() -> int:
-        recover_with = validate_notify_url(recover) if recover else None
+        recover_with = wanted_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
             result = await operations.unsubscribe(
                 client, store, subscription_id=args.id, recover_with=recover_with

@@ -8,7 +8,14 @@ from smsrx.settings import ConfigError, Settings
 from subscriptions.errors import InvalidNotifyURL
 from subscriptions.urls import validate_notify_url
 
-__all__ = ["REQUIRED", "desired_notify_url", "missing_credentials", "require", "skip_reason"]
+__all__ = [
+    "REQUIRED",
+    "desired_notify_url",
+    "missing_credentials",
+    "require",
+    "skip_reason",
+    "wanted_notify_url",
+]
 
 REQUIRED = ("SMSRX_ORANGE_AUTH_HEADER", "SMSRX_ORANGE_SENDER", "SMSRX_ORANGE_NOTIFY_URL")
 """The variables the reconciler cannot run without."""
@@ -27,6 +34,10 @@ def _value(settings: Settings, name: str) -> str | None:
         "SMSRX_ORANGE_SENDER": settings.orange_sender,
         "SMSRX_ORANGE_NOTIFY_URL": settings.orange_notify_url,
     }[name]
+
+
+def _unset(name: str) -> ConfigError:
+    return ConfigError(f"{name} is not set: {_HINTS[name]}")
 
 
 def missing_credentials(settings: Settings) -> list[str]:
@@ -53,7 +64,7 @@ def require(settings: Settings, *names: str) -> list[str]:
     for name in names:
         value = _value(settings, name)
         if not value:
-            raise ConfigError(f"{name} is not set: {_HINTS[name]}")
+            raise _unset(name)
         if name == "SMSRX_ORANGE_SENDER" and not _SENDER.match(value):
             raise ConfigError(
                 f"{name}={value!r}: expected the country code and number, digits only, "
@@ -63,16 +74,28 @@ def require(settings: Settings, *names: str) -> list[str]:
     return values
 
 
+def wanted_notify_url(settings: Settings, override: str | None = None) -> str | None:
+    """``override`` (``--notify-url``) or ``SMSRX_ORANGE_NOTIFY_URL``, checked; ``None`` if neither.
+
+    Raises :class:`InvalidNotifyURL` when Orange would refuse the URL.
+    """
+    if override:
+        return validate_notify_url(override)
+    if not settings.orange_notify_url:
+        return None
+    try:
+        return validate_notify_url(settings.orange_notify_url)
+    except InvalidNotifyURL as exc:
+        raise InvalidNotifyURL(f"SMSRX_ORANGE_NOTIFY_URL: {exc.message}") from None
+
+
 def desired_notify_url(settings: Settings, override: str | None = None) -> str:
     """The callback URL we want registered: ``override`` (``--notify-url``) or the setting.
 
     Raises :class:`ConfigError` when neither is set, :class:`InvalidNotifyURL` when
     Orange would refuse it.
     """
-    if override:
-        return validate_notify_url(override)
-    (url,) = require(settings, "SMSRX_ORANGE_NOTIFY_URL")
-    try:
-        return validate_notify_url(url)
-    except InvalidNotifyURL as exc:
-        raise InvalidNotifyURL(f"SMSRX_ORANGE_NOTIFY_URL: {exc.message}") from None
+    url = wanted_notify_url(settings, override)
+    if url is None:
+        raise _unset("SMSRX_ORANGE_NOTIFY_URL")
+    return url

@@ -232,6 +232,17 @@ async def test_unsubscribe_recovers_a_lost_id(smsrx: Run, fake: FakeOrange) -> N
     assert fake.registration is None
 
 
+async def test_unsubscribe_without_id_or_url(
+    smsrx: Run, env: pytest.MonkeyPatch, fake: FakeOrange
+) -> None:
+    """With nothing stored and no URL to recover with, unsubscribe exits 1 saying what to set."""
+    env.delenv("SMSRX_ORANGE_NOTIFY_URL")
+    code, out, err = await smsrx("unsubscribe")
+    assert code == 1 and out == ""
+    assert "set SMSRX_ORANGE_NOTIFY_URL or pass --notify-url" in err
+    assert fake.count("subscribe") == 0
+
+
 async def test_unsubscribe_an_explicit_unknown_id(smsrx: Run, fake: FakeOrange) -> None:
     """unsubscribe --id of an id Orange does not know says it is already gone."""
     code, out, _ = await smsrx("unsubscribe", "--id", "nope")
