@@ -1,0 +1,273 @@
+"""Crashes, rebalances and database outages: counts stay exact."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from smsrx.dev.process import free_port
+from smsrx.settings import Settings
+from tests.consumers.conftest import feed, oracle, projected, sample, wait_for, workload
+
+pytestmark = pytest.mark.fault
+
+_ANALYTICS_TABLES = (
+    "analytics_receipts_minute",
+    "analytics_inbound_minute",
+    "analytics_outcomes_minute",
+    "analytics_latency_hour",
+)
+
+
+def _env(settings: Settings, batch: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
+    env.update(
+        SMSRX_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        SMSRX_KAFKA_IDEMPOTENCE="0",
+        SMSRX_TOPIC_PREFIX=settings.topics.prefix,
+        SMSRX_DATABASE_URL=settings.database_url,
+        SMSRX_METRICS_HOST="127.0.0.1",
+        SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
+        SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
+        SMSRX_BATCH_MAX_RECORDS=str(batch),
+        SMSRX_SHUTDOWN_TIMEOUT="5s",
+        SMSRX_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+class Workers:
+    """Both workers as real processes: ``python -m smsrx.cli consumer ...``."""
+
+    def __init__(self, settings: Settings, log: Path, batch: int) -> None:
+        self.settings = settings
+        self.log = log
+        self.batch = batch
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        env = _env(self.settings, self.batch)
+        with self.log.open("ab") as out:
+            for role in ("status-projection", "analytics"):
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "smsrx.cli", "consumer", role],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+    def terminate(self) -> list[int]:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(30) for proc in self.procs]
+        self.procs = []
+        return codes
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.procs)
+
+
+async def _done(db, distinct: int, finals: Counter[str]) -> bool:
+    history = await db.fetchval("SELECT count(*) FROM status_events")
+    outbox = await db.fetchval("SELECT count(*) FROM status_outbox")
+    counted = await db.fetchval("SELECT coalesce(sum(events), 0) FROM analytics_receipts_minute")
+    rows = await db.fetch(
+        "SELECT status, sum(recipients)::bigint AS n FROM analytics_outcomes_minute GROUP BY status"
+    )
+    outcomes = {r["status"]: r["n"] for r in rows if r["n"]}
+    assert history <= distinct and counted <= distinct, "an event was applied twice"
+    return history == distinct and outbox == 0 and counted == distinct and outcomes == finals
+
+
+async def _assert_exact(db, story) -> None:
+    expected = oracle(story.distinct)
+    assert await projected(db) == expected
+    assert await db.fetchval("SELECT count(DISTINCT event_id) FROM status_events") == len(
+        story.distinct
+    )
+    rows = await db.fetch(
+        "SELECT status, sum(events)::bigint AS n FROM analytics_receipts_minute GROUP BY status"
+    )
+    assert {r["status"]: r["n"] for r in rows} == Counter(r.status.value for r in story.distinct)
+    finals = Counter(v["status"] for v in expected.values() if v["is_final"])
+    rows = await db.fetch(
+        "SELECT since, sum(samples)::bigint AS n FROM analytics_latency_hour GROUP BY since"
+    )
+    assert {r["since"]: r["n"] for r in rows} == {"first_receipt": finals.total()}
+
+
+async def test_sigkill_mid_batch_then_restart_ends_exact(settings, db, tmp_path) -> None:
+    """Both workers SIGKILLed in the middle of a batch transaction, then again at a random
+    point, then restarted, end with every count exact; SIGTERM then drains them cleanly."""
+    story = workload(1200, recipients=2, duplicates=0.3, seed=3)
+    expected = oracle(story.distinct)
+    finals = Counter(v["status"] for v in expected.values() if v["is_final"])
+    await feed(settings, settings.topics.delivery_receipts, story.sent)
+    workers = Workers(settings, tmp_path / "workers.log", batch=200)
+    workers.start()
+    try:
+        await wait_for(
+            lambda: _history_at_least(db, 1000), "the first batches to be applied", timeout=60
+        )
+        # Block both workers inside their batch transaction, then kill them there.
+        async with db.transaction():
+            await db.execute("LOCK TABLE recipient_status IN SHARE MODE")
+            for table in _ANALYTICS_TABLES:
+                await db.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            await wait_for(lambda: _blocked(db), "both workers blocked mid-batch", timeout=60)
+            workers.kill()
+        assert not await _done(db, len(story.distinct), finals)
+
+        workers.start()
+        progress = await db.fetchval("SELECT count(*) FROM status_events")
+        await wait_for(
+            lambda: _history_at_least(db, progress + 1000), "progress after restart", timeout=90
+        )
+        workers.kill()
+
+        workers.start()
+        await wait_for(
+            lambda: _done(db, len(story.distinct), finals), "everything applied", timeout=120
+        )
+        assert workers.alive()
+        assert workers.terminate() == [0, 0]
+    finally:
+        workers.kill()
+    await _assert_exact(db, story)
+    assert "shutdown on SIGTERM" in (tmp_path / "workers.log").read_text()
+
+
+async def _history_at_least(db, n: int) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM status_events") >= n)
+
+
+async def _blocked(db) -> bool:
+    rows = await db.fetch(
+        "SELECT DISTINCT relation::regclass::text AS rel FROM pg_locks WHERE NOT granted"
+    )
+    waiting = {r["rel"] for r in rows}
+    return "recipient_status" in waiting and bool(waiting & set(_ANALYTICS_TABLES))
+
+
+async def test_rebalance_mid_stream_ends_exact(settings_factory, runner, db) -> None:
+    """Two workers of each kind in one group, one joining and one leaving mid-stream, end
+    with every count exact."""
+    settings = settings_factory(batch_max_records=100)
+    story = workload(1000, recipients=2, duplicates=0.3, seed=5)
+    expected = oracle(story.distinct)
+    finals = Counter(v["status"] for v in expected.values() if v["is_final"])
+    await feed(settings, settings.topics.delivery_receipts, story.sent)
+    first = runner.start(runner.projection(settings))
+    first_a = runner.start(runner.analytics(settings))
+    await wait_for(lambda: first.processed >= 1000, "the first worker to make progress")
+    second = runner.start(runner.projection(settings))
+    second_a = runner.start(runner.analytics(settings))
+    await wait_for(lambda: second.processed > 0 and second_a.processed > 0, "the joiners to work")
+    assert first.processed < len(story.sent), "the stream must still be flowing"
+    await runner.stop(first)
+    await runner.stop(first_a)
+    await wait_for(
+        lambda: _done(db, len(story.distinct), finals), "everything applied", timeout=120
+    )
+    await _assert_exact(db, story)
+    assert first.processed + second.processed >= len(story.sent)
+
+
+class Proxy:
+    """A TCP proxy in front of PostgreSQL that can be cut (every connection reset, new ones
+    refused) and restored."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def restore(self) -> None:
+        self.server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.transport.abort()
+
+
+async def test_database_outage_pauses_then_resumes_exactly(settings_factory, runner, db) -> None:
+    """With PostgreSQL unreachable at start and again mid-stream, the worker neither crashes
+    nor commits; once it is back, every receipt is applied exactly once."""
+    base = settings_factory()
+    host_port = base.database_url.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    proxy = Proxy(host, int(port))
+    settings = base.with_(
+        database_url=base.database_url.replace(host_port, f"127.0.0.1:{proxy.port}")
+    )
+    story = workload(200, recipients=1, duplicates=0.2, seed=9)
+    half = len(story.sent) // 2
+    await feed(settings, settings.topics.delivery_receipts, story.sent[:half])
+    worker = runner.start(runner.projection(settings, expiry_sweep=False))
+    await asyncio.sleep(1.0)  # let it find the database down at start
+    assert not runner.tasks[worker].done()
+    await proxy.restore()
+    await runner.drain(worker, records=half)
+
+    errors = sample(
+        "smsrx_consumer_database_errors_total", worker="status-projection", kind="transient"
+    )
+    await proxy.cut()
+    await feed(settings, settings.topics.delivery_receipts, story.sent[half:])
+    await wait_for(
+        lambda: (
+            sample(
+                "smsrx_consumer_database_errors_total", worker="status-projection", kind="transient"
+            )
+            > errors + 1
+        ),
+        "the worker to retry the batch",
+    )
+    assert worker.processed == half and not runner.tasks[worker].done()
+    await proxy.restore()
+    await runner.drain(worker, records=len(story.sent))
+    await runner.stop(worker)
+    await proxy.cut()
+    assert await projected(db) == oracle(story.distinct)
+    assert await db.fetchval("SELECT count(*) FROM status_events") == len(story.distinct)
