@@ -1,0 +1,1 @@
+"""Operations: compose, Prometheus rules, Grafana dashboards, checked against a live stack."""

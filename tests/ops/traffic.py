@@ -1,0 +1,240 @@
+"""Synthetic carrier traffic, sent over real HTTPS and real Kafka to a running stack.
+
+Each round: a submission is published to sms.submissions.v1 (as sending services do),
+Orange posts receipts for the recipients of earlier submissions (delivered, failed,
+sent then delivered, sent only, none at all), VavaSMS posts inbound SMS, and some
+callbacks repeat (duplicates), come from an address outside the allowlists (refused),
+or are malformed. Recipients are spread over six countries. Once, the broker is
+stalled (SIGSTOP) for a few seconds: callbacks are spooled, then answered 503 when the
+small spool is full; the spool is replayed when the broker resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import psutil
+
+from consumers.submit import build_submission, publish_submission
+from smsrx.settings import Settings
+
+ORANGE_DR = "/callbacks/orange/dr"
+VAVASMS_MO = "/callbacks/vavasms/inbound"
+REFUSED_SOURCE = "127.0.0.3"  # outside every dev allowlist (they admit 127.0.0.1 and ::1)
+
+COUNTRIES = {
+    # country: (prefix, digits after the prefix) of valid mobile numbers
+    "CIV": ("+22507", 8),
+    "SEN": ("+22177", 7),
+    "CMR": ("+2376", 8),
+    "FRA": ("+336", 8),
+    "MLI": ("+2237", 7),
+    "BFA": ("+2267", 7),
+}
+# Orange deliveryStatus sequences a recipient goes through, with their weights.
+FATES: list[tuple[tuple[str, ...], int]] = [
+    (("DeliveredToTerminal",), 50),
+    (("DeliveredToNetwork", "DeliveredToTerminal"), 15),
+    (("DeliveryImpossible",), 12),
+    (("MessageWaiting", "DeliveryUncertain"), 5),
+    (("DeliveredToNetwork",), 8),  # never final: expires after SMSRX_EXPIRY_HORIZON
+    ((), 5),  # no receipt at all: expires too, or is still waiting at the end
+    (("DeliveredToTerminal", "DeliveredToNetwork"), 5),  # a late 'sent': regression prevented
+]
+
+
+def phone(rng: random.Random, country: str) -> str:
+    """A random mobile number of ``country``, E.164."""
+    prefix, digits = COUNTRIES[country]
+    return prefix + "".join(rng.choice("0123456789") for _ in range(digits))
+
+
+def orange_receipt(message_id: str, recipient: str, status: str) -> bytes:
+    """An Orange deliveryInfoNotification, as Orange posts it."""
+    import orjson
+
+    return orjson.dumps(
+        {
+            "deliveryInfoNotification": {
+                "callbackData": message_id,
+                "deliveryInfo": {"address": f"tel:{recipient}", "deliveryStatus": status},
+            }
+        }
+    )
+
+
+def vavasms_inbound(message_id: str, sender: str, text: str) -> bytes:
+    """A VavaSMS inbound notification, form-encoded as VavaSMS posts it."""
+    moment = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return urlencode(
+        {"message_id": message_id, "form": sender.lstrip("+"), "content": text, "sms_date": moment}
+    ).encode()
+
+
+@dataclass
+class Pending:
+    """Receipts still to send for one recipient."""
+
+    message_id: str
+    recipient: str
+    statuses: list[str]
+
+
+@dataclass
+class Report:
+    """What was sent, and how the receiver answered."""
+
+    answers: Counter[tuple[str, int]] = field(default_factory=Counter)
+    submissions: int = 0
+    stalled_for: float = 0.0
+
+    def count(self, path: str, status: int) -> None:
+        """Record one answer."""
+        self.answers[(path, status)] += 1
+
+    def statuses(self) -> set[int]:
+        """Every HTTP status seen."""
+        return {status for _, status in self.answers}
+
+
+class Traffic:
+    """Drives one stack for ``duration`` seconds."""
+
+    def __init__(self, addresses: dict[str, Any], broker: psutil.Process, *, seed: int = 5) -> None:
+        self.url = addresses["receiver_url"]
+        self.context = ssl.create_default_context(cafile=addresses["ca_file"])
+        self.settings = Settings(
+            kafka_bootstrap=addresses["kafka_bootstrap"],
+            kafka_idempotence=False,
+            kafka_send_timeout=5.0,
+        )
+        self.broker = broker
+        self.rng = random.Random(seed)
+        self.report = Report()
+        self.pending: list[Pending] = []
+        self.sent_receipts: list[bytes] = []
+        self.sent_inbound: list[bytes] = []
+
+    async def run(self, duration: float, stall_at: float = 0.4, stall_for: float = 4.0) -> Report:
+        """Send traffic for ``duration`` seconds, stalling the broker once at ``stall_at``."""
+        allowed = aiohttp.TCPConnector(ssl=self.context, limit=20)
+        refused = aiohttp.TCPConnector(ssl=self.context, local_addr=(REFUSED_SOURCE, 0))
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            aiohttp.ClientSession(connector=allowed, timeout=timeout) as ok,
+            aiohttp.ClientSession(connector=refused, timeout=timeout) as bad,
+        ):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            stalled = False
+            round_no = 0
+            while (elapsed := loop.time() - started) < duration:
+                if not stalled and elapsed >= duration * stall_at:
+                    stalled = True
+                    await self.stall(ok, stall_for)
+                    continue
+                await self.round(ok, bad, round_no)
+                round_no += 1
+                await asyncio.sleep(max(0.0, 1.0 - (loop.time() - started - elapsed)))
+        return self.report
+
+    async def post(
+        self, session: aiohttp.ClientSession, path: str, body: bytes, content_type: str
+    ) -> int:
+        """POST one callback; record and return the status."""
+        async with session.post(
+            self.url + path, data=body, headers={"Content-Type": content_type}
+        ) as response:
+            await response.read()
+        self.report.count(path, response.status)
+        return response.status
+
+    async def submit(self, countries: int) -> None:
+        """Publish one Orange submission for ``countries`` recipients; receipts follow later."""
+        message_id = str(uuid.uuid4())
+        recipients = [phone(self.rng, self.rng.choice(list(COUNTRIES))) for _ in range(countries)]
+        submission = build_submission(
+            provider="orange",
+            message_id=message_id,
+            recipients=recipients,
+            submitted_at=None,
+            tags=["tenant=ops-check"],
+        )
+        await publish_submission(self.settings, submission)
+        self.report.submissions += 1
+        fates, weights = zip(*FATES, strict=True)
+        for recipient in recipients:
+            fate = self.rng.choices(fates, weights)[0]
+            self.pending.append(Pending(message_id, recipient, list(fate)))
+
+    async def round(self, ok: aiohttp.ClientSession, bad: aiohttp.ClientSession, n: int) -> None:
+        """One second of traffic."""
+        await self.submit(self.rng.randint(1, 3))
+        jobs = []
+        # Receipts: the next status of recipients submitted at least one round ago.
+        ready, self.pending = self.pending[:-3], self.pending[-3:]
+        for item in ready:
+            if item.statuses:
+                body = orange_receipt(item.message_id, item.recipient, item.statuses.pop(0))
+                self.sent_receipts.append(body)
+                jobs.append(self.post(ok, ORANGE_DR, body, "application/json"))
+            if item.statuses and self.rng.random() < 0.7:
+                self.pending.insert(0, item)
+        if self.sent_receipts and self.rng.random() < 0.5:  # a carrier retry
+            jobs.append(
+                self.post(ok, ORANGE_DR, self.rng.choice(self.sent_receipts), "application/json")
+            )
+        # Inbound SMS, sometimes notified twice.
+        country = self.rng.choice(list(COUNTRIES))
+        body = vavasms_inbound(f"SM-{uuid.uuid4().hex[:12]}", phone(self.rng, country), "Oui")
+        self.sent_inbound.append(body)
+        jobs.append(self.post(ok, VAVASMS_MO, body, "application/x-www-form-urlencoded"))
+        if self.rng.random() < 0.3:
+            body = self.rng.choice(self.sent_inbound)
+            jobs.append(self.post(ok, VAVASMS_MO, body, "application/x-www-form-urlencoded"))
+        # Refused and malformed callbacks.
+        if n % 2 == 0:
+            body = (
+                self.sent_receipts[-1]
+                if self.sent_receipts
+                else orange_receipt("x", "+33612345678", "DeliveredToTerminal")
+            )
+            jobs.append(self.post(bad, ORANGE_DR, body, "application/json"))
+        if n % 5 == 1:
+            jobs.append(self.post(bad, VAVASMS_MO, body, "application/x-www-form-urlencoded"))
+        if n % 3 == 2:
+            jobs.append(
+                self.post(ok, ORANGE_DR, b'{"deliveryInfoNotification": {', "application/json")
+            )
+        if n % 7 == 3:
+            jobs.append(self.post(ok, ORANGE_DR, b"delivered", "text/plain"))
+        if n % 11 == 5:
+            jobs.append(self.post(ok, ORANGE_DR, b"x" * 70_000, "application/json"))
+        await asyncio.gather(*jobs)
+
+    async def stall(self, ok: aiohttp.ClientSession, seconds: float) -> None:
+        """SIGSTOP the broker, post receipts meanwhile (spooled, then 503), then SIGCONT."""
+        self.broker.suspend()
+        try:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + seconds
+            while loop.time() < until:
+                bodies = [
+                    orange_receipt(str(uuid.uuid4()), phone(self.rng, "CIV"), "DeliveredToTerminal")
+                    for _ in range(4)
+                ]
+                await asyncio.gather(
+                    *(self.post(ok, ORANGE_DR, body, "application/json") for body in bodies)
+                )
+        finally:
+            self.broker.resume()
+        self.report.stalled_for = seconds
