@@ -95,7 +95,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     """The receiver: callback routes, health endpoints and their resources."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[edge])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[edge],
+        # A connection must complete each request's headers within the timeout (aiohttp
+        # closes connections still waiting for a request when keep-alive expires); this
+        # is what keeps slow-header clients from holding sockets forever.
+        handler_args={"keepalive_timeout": settings.client_timeout},
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_metrics_ctx, _db_ctx, _dedup_ctx, _publisher_ctx, _spool_ctx])
     for route in ROUTES:
@@ -157,6 +164,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
         port=settings.receiver_port,
         ssl_context=context,
         shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.client_timeout,
         access_log=None,
         print=None,
         reuse_port=reuse_port or None,

@@ -43,11 +43,14 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("empty body")
     try:
-        orjson.loads(body)  # strict UTF-8, finite numbers, bounded depth
+        doc = orjson.loads(body)  # strict UTF-8, finite numbers, bounded depth
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}") from None
-    # Second pass only to find duplicate keys, which orjson silently merges.
-    return json.loads(body, object_pairs_hook=_no_duplicates)
+    # A second pass only finds duplicate keys, which orjson silently merges. The
+    # document kept is orjson's: it holds nothing orjson cannot write back (the
+    # stdlib would keep integers of any size, which the event encoder refuses).
+    json.loads(body, object_pairs_hook=_no_duplicates)
+    return doc
 
 
 def parse_form(body: bytes) -> dict[str, str]:

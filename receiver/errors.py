@@ -5,6 +5,7 @@
     ReceiverError
      ├── BadRequest            400  malformed or incomplete payload (names the field)
      ├── Forbidden             403  source address not allowed for this provider
+     ├── RequestTimeout        408  the client sent its body too slowly
      ├── PayloadTooLarge       413  body over SMSRX_MAX_BODY_BYTES
      ├── UnsupportedMediaType  415  content type the carrier does not use
      └── Unavailable           503  event could not be made durable; retry later
@@ -22,6 +23,7 @@ __all__ = [
     "Forbidden",
     "PayloadTooLarge",
     "ReceiverError",
+    "RequestTimeout",
     "Unavailable",
     "UnsupportedMediaType",
 ]
@@ -63,6 +65,13 @@ class Forbidden(ReceiverError):
     def __init__(self, detail: str, *, reason: str = "refused_ip") -> None:
         super().__init__(detail)
         self.outcome = reason
+
+
+class RequestTimeout(ReceiverError):
+    """The client did not send its whole body within SMSRX_CLIENT_TIMEOUT."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    outcome = "timeout"
 
 
 class PayloadTooLarge(ReceiverError):

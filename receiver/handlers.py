@@ -7,6 +7,7 @@ it is durable. Errors become JSON responses in exactly one place: :func:`edge`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from aiohttp import web
 from receiver import metrics
 from receiver.adapters import Route
 from receiver.allowlist import client_address, is_allowed
-from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, Unavailable
+from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTimeout, Unavailable
 from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, SETTINGS
 from smsrx.clock import utcnow
 from smsrx.settings import Network, Settings
@@ -59,7 +60,12 @@ def callback_handler(route: Route) -> Handler:
             raise Forbidden(f"{client} may not post {route.provider} callbacks")
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             raise PayloadTooLarge(f"body over {settings.max_body_bytes} bytes")
-        body = await request.read()
+        try:
+            # aiohttp bounds the wait for headers (keepalive_timeout) but not for a body.
+            async with asyncio.timeout(settings.client_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise RequestTimeout(f"body not received within {settings.client_timeout:g}s") from None
         events = route.parse(request.headers.get("Content-Type"), body, utcnow())
         pipeline = request.app[PIPELINE]
         new = 0

@@ -49,6 +49,7 @@ VARIABLES: dict[str, str] = {
     "SMSRX_ALLOW_VAVASMS": "CIDRs allowed to post VavaSMS inbound SMS (none)",
     "SMSRX_TRUSTED_PROXIES": "CIDRs of proxies whose X-Forwarded-For is honoured (none)",
     "SMSRX_MAX_BODY_BYTES": "largest callback body accepted (65536)",
+    "SMSRX_CLIENT_TIMEOUT": "longest a client may take to send a request, or idle between requests (10s)",
     "SMSRX_RETRY_AFTER": "Retry-After seconds sent with a 503 (5)",
     "SMSRX_DEDUP_CACHE_SIZE": "receiver's in-process dedup cache entries (200000)",
     "SMSRX_SPOOL_DIR": "receiver's durable spool directory (<state dir>/spool)",
@@ -166,6 +167,7 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     max_body_bytes: int = 64 * 1024
     retry_after: int = 5
+    client_timeout: float = 10.0
     dedup_cache_size: int = 200_000
     spool_dir: Path = Path(".smsrx/spool")
     spool_max_bytes: int = 256 * 1024 * 1024
@@ -219,6 +221,7 @@ class Settings:
             trusted_proxies=env.networks("SMSRX_TRUSTED_PROXIES", ""),
             max_body_bytes=env.integer("SMSRX_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             retry_after=env.integer("SMSRX_RETRY_AFTER", 5, minimum=1),
+            client_timeout=env.duration("SMSRX_CLIENT_TIMEOUT", "10s"),
             dedup_cache_size=env.integer("SMSRX_DEDUP_CACHE_SIZE", 200_000),
             spool_dir=Path(env.text("SMSRX_SPOOL_DIR", str(state_dir / "spool"))),
             spool_max_bytes=env.integer("SMSRX_SPOOL_MAX_BYTES", 256 * 1024 * 1024),

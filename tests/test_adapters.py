@@ -111,3 +111,13 @@ def test_vavasms_conflicting_senders_refused() -> None:
             FORM, b"message_id=SM-1&from=2250709000001&form=2250709000002&content=a&sms_date=x", NOW
         )
     assert info.value.field == "from"
+
+
+def test_huge_numbers_in_raw_payload_still_encode() -> None:
+    """An extra field with an integer beyond 64 bits (found by schemathesis) does not break encoding."""
+    from smsrx.codec import encode
+
+    doc = orjson.loads(orange_body())
+    body = orjson.dumps(doc)[:-1] + b',"extra":123456789012345678901234567890}'
+    [event] = orange.parse(JSON, body, NOW)
+    assert encode(event)

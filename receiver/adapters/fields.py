@@ -8,10 +8,11 @@ from typing import Any
 from receiver.errors import BadRequest
 from smsrx.phones import InvalidPhoneNumber, to_e164
 
-__all__ = ["identifier", "object_at", "phone", "text"]
+__all__ = ["identifier", "object_at", "phone", "text", "token"]
 
 _MAX_ID = 256
 _IDENTIFIER = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 _PHONE = re.compile(r"(tel:)?\+?[1-9][0-9]{7,14}")
 
 
@@ -23,20 +24,26 @@ def object_at(doc: Any, path: str) -> dict[str, Any]:
 
 
 def text(
-    doc: dict[str, Any], key: str, path: str, *, max_length: int, required: bool = True
+    doc: dict[str, Any], key: str, path: str, *, max_length: int, allow_empty: bool = False
 ) -> str:
-    """A string field; ``required`` ones must be present and not blank."""
+    """A string field that must be present; blank only when ``allow_empty``."""
     value = doc.get(key)
     if value is None:
-        if required:
-            raise BadRequest(f"{path} is missing", field=path)
-        return ""
+        raise BadRequest(f"{path} is missing", field=path)
     if not isinstance(value, str):
         raise BadRequest(f"{path} must be a string", field=path)
-    if required and not value.strip():
+    if not allow_empty and not value.strip():
         raise BadRequest(f"{path} is empty", field=path)
     if len(value) > max_length:
         raise BadRequest(f"{path} is longer than {max_length} characters", field=path)
+    return value
+
+
+def token(doc: dict[str, Any], key: str, path: str, *, max_length: int) -> str:
+    """A carrier keyword such as a status: visible ASCII only."""
+    value = text(doc, key, path, max_length=max_length)
+    if not _TOKEN.fullmatch(value):
+        raise BadRequest(f"{path} must be visible ASCII without blanks", field=path)
     return value
 
 

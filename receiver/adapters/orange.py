@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from receiver.adapters.fields import identifier, object_at, phone, text
+from receiver.adapters.fields import identifier, object_at, phone, token
 from receiver.bodies import JSON, decode
 from receiver.errors import BadRequest
 from smsrx.events import DeliveryReceipt
@@ -41,7 +41,7 @@ def _receipt(
 ) -> DeliveryReceipt:
     info = object_at(info, path)
     recipient = phone(info, "address", f"{path}.address")
-    provider_status = text(info, "deliveryStatus", f"{path}.deliveryStatus", max_length=64).strip()
+    provider_status = token(info, "deliveryStatus", f"{path}.deliveryStatus", max_length=64)
     return DeliveryReceipt.create(
         provider=PROVIDER,
         message_id=message_id,

@@ -62,7 +62,7 @@ def parse(content_type: str | None, body: bytes, received_at: datetime) -> list[
             provider=PROVIDER,
             message_id=identifier(doc, "message_id", "message_id"),
             sender=phone(doc, sender_key, sender_key),
-            content=text(doc, "content", "content", max_length=_MAX_CONTENT, required=False),
+            content=text(doc, "content", "content", max_length=_MAX_CONTENT, allow_empty=True),
             sent_at=parse_sms_date(sms_date),
             sent_at_text=sms_date,
             received_at=received_at,

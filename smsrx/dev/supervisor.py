@@ -151,13 +151,13 @@ def _services(settings: Settings, env: dict[str, str], with_subscriptions: bool)
         _Service("status-projection", _smsrx("consumer", "status-projection"), env),
         _Service("analytics", _smsrx("consumer", "analytics"), env),
     ]
-    from subscriptions.config import missing_credentials
+    from subscriptions.config import skip_reason
 
-    missing = missing_credentials(settings)
+    reason = skip_reason(settings)
     if not with_subscriptions:
-        logger.info("subscription reconciler skipped: --no-subscriptions")
-    elif missing:
-        logger.info("subscription reconciler skipped: %s not set", ", ".join(missing))
+        reason = "subscriptions: reconciler not started, --no-subscriptions given"
+    if reason:
+        logger.info("%s", reason)
     else:
         services.append(
             _Service(
