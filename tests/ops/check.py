@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,8 @@ STEP = 2.0
 RATE_INTERVAL = "15s"
 """$__rate_interval: 15 one-second scrapes, like Grafana's 4 scrapes at 15 s in production."""
 READER_PASSWORD = "ops-check"
+SQL_RANGE = timedelta(minutes=5)
+"""Time range of the PostgreSQL panels, ending when the run ends."""
 
 
 def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -91,10 +93,13 @@ class Observation:
         return self.prometheus.query_range(self.prom(expr), self.start, self.end, STEP)
 
     def sql(self, text: str) -> list[asyncpg.Record]:
-        """Run a panel's SQL over the observed window, as grafana_reader."""
-        expanded = grafana.sql(
-            text, datetime.fromtimestamp(self.start, UTC), datetime.fromtimestamp(self.end, UTC)
-        )
+        """Run a panel's SQL as grafana_reader, the dashboard's time picker at 'Last 5 minutes'.
+
+        The rollups are per minute: a range as short as the run may hold no minute
+        stamp with traffic in it, as it would not on a dashboard either.
+        """
+        end = datetime.fromtimestamp(self.end, UTC)
+        expanded = grafana.sql(text, end - SQL_RANGE, end)
 
         async def fetch() -> list[asyncpg.Record]:
             conn = await asyncpg.connect(self.reader_url)
@@ -227,6 +232,7 @@ def render_ingestion(obs: Observation, path: Path) -> int:
         panels,
         obs.query_range,
         path,
+        (obs.start, obs.end),
         subtitle=f"{seconds} s of synthetic carrier traffic through `smsrx dev` (Orange receipts "
         "in 6 countries, VavaSMS inbound, repeats, refusals, a 4 s broker stall), scraped every "
         "second by Prometheus; drawn from the dashboard's own queries by tests/ops/check.py",

@@ -55,8 +55,16 @@ def _legend(template: str, labels: dict[str, str]) -> str:
     return out.replace("{{", "").replace("}}", "") or "value"
 
 
-def render(title: str, panels: list[Panel], query: Query, path: Path, subtitle: str = "") -> int:
-    """Draw every Prometheus time-series panel; return how many series were drawn."""
+def render(
+    title: str,
+    panels: list[Panel],
+    query: Query,
+    path: Path,
+    window: tuple[float, float],
+    subtitle: str = "",
+) -> int:
+    """Draw every Prometheus time-series panel over ``window``; return the series drawn."""
+    x_range = tuple(datetime.fromtimestamp(t, UTC) for t in window)
     drawn = [p for p in panels if p.datasource_type == PROMETHEUS and p.raw["type"] == "timeseries"]
     cols = 2
     rows = math.ceil(len(drawn) / cols)
@@ -75,6 +83,7 @@ def render(title: str, panels: list[Panel], query: Query, path: Path, subtitle: 
         ax.grid(color=_GRID, linewidth=0.6)
         ax.yaxis.set_major_formatter(_formatter(panel.unit))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
+        ax.set_xlim(*x_range)
         color = 0
         for target in panel.targets:
             for item in query(target["expr"]):

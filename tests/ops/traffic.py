@@ -16,6 +16,7 @@ import random
 import ssl
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,8 @@ from smsrx.settings import Settings
 
 ORANGE_DR = "/callbacks/orange/dr"
 VAVASMS_MO = "/callbacks/vavasms/inbound"
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
 REFUSED_SOURCE = "127.0.0.3"  # outside every dev allowlist (they admit 127.0.0.1 and ::1)
 
 COUNTRIES = {
@@ -178,48 +181,53 @@ class Traffic:
 
     async def round(self, ok: aiohttp.ClientSession, bad: aiohttp.ClientSession, n: int) -> None:
         """One second of traffic."""
-        await self.submit(self.rng.randint(1, 3))
+        for _ in range(2):
+            await self.submit(self.rng.randint(1, 3))
+        await asyncio.gather(*self.receipts(ok), *self.inbound(ok), *self.rejects(ok, bad, n))
+
+    def receipts(self, ok: aiohttp.ClientSession) -> list[Coroutine[Any, Any, int]]:
+        """The next receipt of recipients submitted at least a round ago, and a carrier retry."""
         jobs = []
-        # Receipts: the next status of recipients submitted at least one round ago.
-        ready, self.pending = self.pending[:-3], self.pending[-3:]
+        ready, self.pending = self.pending[:-6], self.pending[-6:]
         for item in ready:
             if item.statuses:
                 body = orange_receipt(item.message_id, item.recipient, item.statuses.pop(0))
                 self.sent_receipts.append(body)
-                jobs.append(self.post(ok, ORANGE_DR, body, "application/json"))
+                jobs.append(self.post(ok, ORANGE_DR, body, JSON))
             if item.statuses and self.rng.random() < 0.7:
                 self.pending.insert(0, item)
-        if self.sent_receipts and self.rng.random() < 0.5:  # a carrier retry
-            jobs.append(
-                self.post(ok, ORANGE_DR, self.rng.choice(self.sent_receipts), "application/json")
-            )
-        # Inbound SMS, sometimes notified twice.
-        country = self.rng.choice(list(COUNTRIES))
-        body = vavasms_inbound(f"SM-{uuid.uuid4().hex[:12]}", phone(self.rng, country), "Oui")
-        self.sent_inbound.append(body)
-        jobs.append(self.post(ok, VAVASMS_MO, body, "application/x-www-form-urlencoded"))
+        if self.sent_receipts and self.rng.random() < 0.5:
+            jobs.append(self.post(ok, ORANGE_DR, self.rng.choice(self.sent_receipts), JSON))
+        return jobs
+
+    def inbound(self, ok: aiohttp.ClientSession) -> list[Coroutine[Any, Any, int]]:
+        """One or two inbound SMS from random countries, sometimes one notified again."""
+        jobs = []
+        for _ in range(self.rng.randint(1, 2)):
+            sender = phone(self.rng, self.rng.choice(list(COUNTRIES)))
+            body = vavasms_inbound(f"SM-{uuid.uuid4().hex[:12]}", sender, "Oui")
+            self.sent_inbound.append(body)
+            jobs.append(self.post(ok, VAVASMS_MO, body, FORM))
         if self.rng.random() < 0.3:
-            body = self.rng.choice(self.sent_inbound)
-            jobs.append(self.post(ok, VAVASMS_MO, body, "application/x-www-form-urlencoded"))
-        # Refused and malformed callbacks.
-        if n % 2 == 0:
-            body = (
-                self.sent_receipts[-1]
-                if self.sent_receipts
-                else orange_receipt("x", "+33612345678", "DeliveredToTerminal")
-            )
-            jobs.append(self.post(bad, ORANGE_DR, body, "application/json"))
-        if n % 5 == 1:
-            jobs.append(self.post(bad, VAVASMS_MO, body, "application/x-www-form-urlencoded"))
+            jobs.append(self.post(ok, VAVASMS_MO, self.rng.choice(self.sent_inbound), FORM))
+        return jobs
+
+    def rejects(
+        self, ok: aiohttp.ClientSession, bad: aiohttp.ClientSession, n: int
+    ) -> list[Coroutine[Any, Any, int]]:
+        """Callbacks from an address outside the allowlists, and malformed ones."""
+        jobs = []
+        if n % 2 == 0 and self.sent_receipts:
+            jobs.append(self.post(bad, ORANGE_DR, self.sent_receipts[-1], JSON))
+        if n % 5 == 1 and self.sent_inbound:
+            jobs.append(self.post(bad, VAVASMS_MO, self.sent_inbound[-1], FORM))
         if n % 3 == 2:
-            jobs.append(
-                self.post(ok, ORANGE_DR, b'{"deliveryInfoNotification": {', "application/json")
-            )
+            jobs.append(self.post(ok, ORANGE_DR, b'{"deliveryInfoNotification": {', JSON))
         if n % 7 == 3:
             jobs.append(self.post(ok, ORANGE_DR, b"delivered", "text/plain"))
         if n % 11 == 5:
-            jobs.append(self.post(ok, ORANGE_DR, b"x" * 70_000, "application/json"))
-        await asyncio.gather(*jobs)
+            jobs.append(self.post(ok, ORANGE_DR, b"x" * 70_000, JSON))
+        return jobs
 
     async def stall(self, ok: aiohttp.ClientSession, seconds: float) -> None:
         """SIGSTOP the broker, post receipts meanwhile (spooled, then 503), then SIGCONT."""
@@ -232,9 +240,7 @@ class Traffic:
                     orange_receipt(str(uuid.uuid4()), phone(self.rng, "CIV"), "DeliveredToTerminal")
                     for _ in range(4)
                 ]
-                await asyncio.gather(
-                    *(self.post(ok, ORANGE_DR, body, "application/json") for body in bodies)
-                )
+                await asyncio.gather(*(self.post(ok, ORANGE_DR, body, JSON) for body in bodies))
         finally:
             self.broker.resume()
         self.report.stalled_for = seconds
