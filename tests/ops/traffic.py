@@ -126,6 +126,7 @@ class Traffic:
         self.pending: list[Pending] = []
         self.sent_receipts: list[bytes] = []
         self.sent_inbound: list[bytes] = []
+        self.fated = 0
 
     async def run(self, duration: float, stall_at: float = 0.4, stall_for: float = 4.0) -> Report:
         """Send traffic for ``duration`` seconds, stalling the broker once at ``stall_at``."""
@@ -176,7 +177,13 @@ class Traffic:
         self.report.submissions += 1
         fates, weights = zip(*FATES, strict=True)
         for recipient in recipients:
-            fate = self.rng.choices(fates, weights)[0]
+            # Every fate once first, so each one happens in every run; then at random.
+            self.fated += 1
+            fate = (
+                fates[self.fated - 1]
+                if self.fated <= len(fates)
+                else self.rng.choices(fates, weights)[0]
+            )
             self.pending.append(Pending(message_id, recipient, list(fate)))
 
     async def round(self, ok: aiohttp.ClientSession, bad: aiohttp.ClientSession, n: int) -> None:
@@ -194,7 +201,7 @@ class Traffic:
                 body = orange_receipt(item.message_id, item.recipient, item.statuses.pop(0))
                 self.sent_receipts.append(body)
                 jobs.append(self.post(ok, ORANGE_DR, body, JSON))
-            if item.statuses and self.rng.random() < 0.7:
+            if item.statuses:
                 self.pending.insert(0, item)
         if self.sent_receipts and self.rng.random() < 0.5:
             jobs.append(self.post(ok, ORANGE_DR, self.rng.choice(self.sent_receipts), JSON))
@@ -230,12 +237,15 @@ class Traffic:
         return jobs
 
     async def stall(self, ok: aiohttp.ClientSession, seconds: float) -> None:
-        """SIGSTOP the broker, post receipts meanwhile (spooled, then 503), then SIGCONT."""
+        """SIGSTOP the broker and post receipts (spooled, then 503) for at least ``seconds``
+        and until a few 503s were answered (at most 3 times as long); then SIGCONT."""
         self.broker.suspend()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            loop = asyncio.get_running_loop()
-            until = loop.time() + seconds
-            while loop.time() < until:
+            while (elapsed := loop.time() - started) < seconds or (
+                self.report.answers[(ORANGE_DR, 503)] < 3 and elapsed < 3 * seconds
+            ):
                 bodies = [
                     orange_receipt(str(uuid.uuid4()), phone(self.rng, "CIV"), "DeliveredToTerminal")
                     for _ in range(4)
@@ -243,4 +253,4 @@ class Traffic:
                 await asyncio.gather(*(self.post(ok, ORANGE_DR, body, JSON) for body in bodies))
         finally:
             self.broker.resume()
-        self.report.stalled_for = seconds
+        self.report.stalled_for = loop.time() - started
