@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml

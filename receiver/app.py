@@ -13,6 +13,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from receiver import metrics
 from receiver.adapters import ROUTES
 from receiver.dedup import Dedup
 from receiver.handlers import callback_handler, edge, healthz, readyz
@@ -35,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    metrics.initialise(
+        tuple(route.provider for route in ROUTES),
+        (settings.topics.delivery_receipts, settings.topics.inbound),
+    )
+    metrics.SPOOL_MAX_BYTES.set(settings.spool_max_bytes)
     runner = await start_metrics_server(
         "receiver", settings.metrics_host, settings.receiver_metrics_port
     )

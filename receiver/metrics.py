@@ -19,7 +19,9 @@ __all__ = [
     "SPOOL_EVENTS",
     "SPOOL_FULL",
     "SPOOL_OLDEST",
+    "SPOOL_MAX_BYTES",
     "SPOOL_REPLAYED",
+    "initialise",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -83,3 +85,42 @@ SPOOLED = Counter(
 SPOOL_REPLAYED = Counter(
     "smsrx_receiver_spool_replayed_events", "Spooled events published to the broker"
 )
+SPOOL_MAX_BYTES = Gauge(
+    "smsrx_receiver_spool_max_bytes",
+    "Configured spool size limit (SMSRX_SPOOL_MAX_BYTES); 0 when off",
+)
+
+OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "refused_ip",
+    "bad_forwarded",
+    "bad_request",
+    "too_large",
+    "unsupported_media_type",
+    "timeout",
+    "unavailable",
+    "not_found",
+    "method_not_allowed",
+    "error",
+)
+"""Every ``outcome`` label of :data:`REQUESTS`."""
+
+
+def initialise(providers: tuple[str, ...], topics: tuple[str, ...]) -> None:
+    """Create every known label set at 0, so dashboards and alerts see 0 rather than no data."""
+    for provider in (*providers, "none"):
+        for outcome in OUTCOMES:
+            REQUESTS.labels(provider, outcome)
+    for provider in providers:
+        REQUEST_SECONDS.labels(provider)
+        for source in ("cache", "in_flight", "database"):
+            DEDUP_HITS.labels(provider, source)
+    for reason in ("timeout", "error", "not_ready"):
+        PRODUCER_ERRORS.labels(reason)
+    for operation in ("lookup", "write", "write_skipped"):
+        DEDUP_ERRORS.labels(operation)
+    for topic in topics:
+        PUBLISH_SECONDS.labels(topic)
+        EVENTS_PUBLISHED.labels(topic)
+        SPOOLED.labels(topic)

@@ -35,7 +35,14 @@ def _epilog() -> str:
 
 
 def _run_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from smsrx.dev.supervisor import run_dev
+    try:
+        from smsrx.dev.supervisor import run_dev
+    except ImportError as exc:
+        print(
+            f"smsrx dev needs the development extra ({exc.name} is missing): pip install 'smsrx[dev]'",
+            file=sys.stderr,
+        )
+        return 2
 
     return run_dev(os.environ, with_subscriptions=not args.no_subscriptions)
 

@@ -18,6 +18,9 @@ __all__ = ["BUILD_INFO", "metrics_app", "start_metrics_server"]
 
 logger = logging.getLogger(__name__)
 
+# Counters export only their value: the *_created series double the cardinality for nothing.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
 BUILD_INFO = prometheus_client.Info(
     "smsrx_build", "Version of smsrx and Python running this process"
 )

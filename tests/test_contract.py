@@ -155,3 +155,13 @@ def test_records_match_published_json_schemas() -> None:
             schema, format_checker=jsonschema.FormatChecker()
         )
         validator.validate(json.loads(encode(event)))
+
+
+def test_readme_lists_every_setting() -> None:
+    """The README's configuration table names every SMSRX_* variable the code reads."""
+    from pathlib import Path
+
+    from smsrx.settings import VARIABLES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert [name for name in VARIABLES if f"`{name}`" not in readme] == []
