@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from consumers.rollups import Tally
 
@@ -18,9 +19,9 @@ __all__ = ["mark_processed", "write_tally"]
 
 _MARK = """
 INSERT INTO analytics_processed_events (event_id)
-SELECT unnest($1::text[])
+SELECT value::uuid FROM json_array_elements_text($1::json)
     ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
+RETURNING event_id::text
 """
 
 _RECEIPTS = """
@@ -55,7 +56,8 @@ SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::
 
 async def mark_processed(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
     """Record event ids as counted; return those never counted before."""
-    rows = await conn.fetch(_MARK, list(event_ids))
+    # One JSON document rather than a uuid[]: asyncpg type-checks every array element.
+    rows = await conn.fetch(_MARK, orjson.dumps(list(event_ids)).decode())
     return {row["event_id"] for row in rows}
 
 

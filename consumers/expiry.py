@@ -41,20 +41,22 @@ EXPIRED_PROVIDER_STATUS = "smsrx:expired"
 
 _LOCK = 0x736D7278  # "smrx": one advisory lock id for the sweep of every deployment
 
-_CANDIDATES = """
-SELECT provider, message_id, recipient, coalesce(submitted_at, first_event_at) AS since
-  FROM recipient_status
- WHERE NOT is_final
-   AND coalesce(submitted_at, first_event_at) <= $1
-   AND (expiry_published_at IS NULL OR expiry_published_at <= $2)
- ORDER BY coalesce(submitted_at, first_event_at)
- LIMIT $3
-"""
-
-_MARK = """
-UPDATE recipient_status rs SET expiry_published_at = $4
-  FROM unnest($1::text[], $2::text[], $3::text[]) AS k(provider, message_id, recipient)
- WHERE rs.provider = k.provider AND rs.message_id = k.message_id AND rs.recipient = k.recipient
+# Select and mark in one statement; rows a batch is updating right now are skipped (the
+# next sweep sees them). The mark rolls back if publishing fails. A locked row keeps its
+# ctid, so the update is a TID scan of the rows due, never a scan of the table.
+_EXPIRE = """
+UPDATE recipient_status rs SET expiry_published_at = $3
+ WHERE rs.ctid = ANY (ARRAY(
+        SELECT ctid
+          FROM recipient_status
+         WHERE NOT is_final
+           AND coalesce(submitted_at, first_event_at) <= $1
+           AND (expiry_published_at IS NULL OR expiry_published_at <= $2)
+         ORDER BY coalesce(submitted_at, first_event_at)
+         LIMIT $4
+           FOR UPDATE SKIP LOCKED))
+RETURNING rs.provider, rs.message_id, rs.recipient,
+          coalesce(rs.submitted_at, rs.first_event_at) AS since
 """
 
 
@@ -105,7 +107,7 @@ class ExpirySweeper:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
                 return None
             rows = await conn.fetch(
-                _CANDIDATES, now - self.horizon, now - self.republish_after, self.limit
+                _EXPIRE, now - self.horizon, now - self.republish_after, now, self.limit
             )
             if not rows:
                 return 0
@@ -132,13 +134,6 @@ class ExpirySweeper:
                     self.settings.topics.delivery_receipts,
                     [(r.key, encode(r)) for r in receipts],
                 )
-            await conn.execute(
-                _MARK,
-                [r.provider for r in receipts],
-                [r.message_id for r in receipts],
-                [r.recipient for r in receipts],
-                now,
-            )
         metrics.EXPIRED.inc(len(receipts))
         return len(receipts)
 

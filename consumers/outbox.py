@@ -2,8 +2,10 @@
 
 A batch writes its status changes to ``status_outbox`` in its own transaction. Once
 that transaction commits, the changes are published to ``sms.message-status.v1``
-(``acks=all``) in outbox order and their rows deleted. Rows left behind by a crash
-or a broker outage are published on the next start, and by a periodic recovery.
+(``acks=all``) in outbox order. Their rows are deleted by the next batch's
+transaction (or when the worker is idle or stops), which saves a commit per batch.
+Rows left behind by a crash or a broker outage are published on the next start, and
+by a periodic recovery.
 
 Publication is at least once: a change can be published twice (a crash between the
 broker's acknowledgement and the delete). Each change has a deterministic
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 OutboxRow = tuple[int, bytes, bytes]
 
 _STORED = """
-SELECT id, key, value FROM status_outbox
+SELECT id, key, value::text AS value FROM status_outbox
  WHERE created_at <= now() - make_interval(secs => $1) AND id > $2
  ORDER BY id
  LIMIT $3
@@ -58,6 +60,9 @@ class Outbox:
         self.chunk = chunk
         self.pending: list[OutboxRow] = []
         """Committed, not yet acknowledged by the broker, in outbox order."""
+        self.acknowledged: list[int] = []
+        """Ids of rows the broker acknowledged, still to delete."""
+        self._order = asyncio.Lock()  # FIFO: one flush at a time, in commit order
 
     def stage(self, rows: Sequence[OutboxRow]) -> None:
         """Queue rows whose transaction has just committed."""
@@ -65,11 +70,15 @@ class Outbox:
         metrics.OUTBOX_PENDING.set(len(self.pending))
 
     async def flush(self) -> int:
-        """Publish what is pending, then delete it; return how many were published.
+        """Publish what is pending, in order; return how many were published.
 
-        On a broker or database failure the rows stay (pending, or in the table) and a
-        later flush or recovery publishes them.
+        On a broker failure the rows stay pending (and in the table) and a later flush
+        or recovery publishes them.
         """
+        async with self._order:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         published = 0
         while self.pending:
             rows = self.pending[: self.chunk]
@@ -82,19 +91,33 @@ class Outbox:
                 )
                 break
             del self.pending[: len(rows)]
+            self.acknowledged.extend(row[0] for row in rows)
             published += len(rows)
             metrics.STATUS_CHANGES_PUBLISHED.inc(len(rows))
-            try:
-                await self.pool.execute(
-                    "DELETE FROM status_outbox WHERE id = ANY($1::bigint[])", [r[0] for r in rows]
-                )
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                # The rows stay and are published again by a recovery: harmless duplicates.
-                logger.warning("outbox: delete failed after publishing: %r", exc)
         metrics.OUTBOX_PENDING.set(len(self.pending))
+        if len(self.acknowledged) >= self.chunk:
+            await self.purge()
         return published
+
+    def deleted(self, ids: Sequence[int]) -> None:
+        """Forget ids whose rows a committed transaction deleted."""
+        gone = set(ids)
+        self.acknowledged = [i for i in self.acknowledged if i not in gone]
+
+    async def purge(self) -> None:
+        """Delete the rows of acknowledged changes now."""
+        if not self.acknowledged:
+            return
+        ids = list(self.acknowledged)
+        try:
+            await self.pool.execute("DELETE FROM status_outbox WHERE id = ANY($1::bigint[])", ids)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The rows stay; a recovery would publish them again: harmless duplicates.
+            logger.warning("outbox: delete failed after publishing: %r", exc)
+        else:
+            self.deleted(ids)
 
     async def recover(self, older_than: float = 0.0) -> int:
         """Publish the rows in ``status_outbox`` created at least ``older_than`` seconds ago.
@@ -106,13 +129,15 @@ class Outbox:
         recovered = 0
         last = 0
         while True:
-            known = {row[0] for row in self.pending}
+            known = {row[0] for row in self.pending} | set(self.acknowledged)
             rows = await self.pool.fetch(_STORED, older_than, last, self.chunk)
             if not rows:
                 break
             last = rows[-1]["id"]
             fresh = [
-                (r["id"], bytes(r["key"]), bytes(r["value"])) for r in rows if r["id"] not in known
+                (r["id"], r["key"].encode(), r["value"].encode())
+                for r in rows
+                if r["id"] not in known
             ]
             self.stage(fresh)
             recovered += len(fresh)

@@ -1,8 +1,10 @@
 """Set-based SQL of status-projection: a few statements per batch, never one per event.
 
-Every function runs inside the caller's transaction. Arrays go in through ``unnest``;
-rows that must be locked in a stable order (concurrent workers, rebalances) are sent
-sorted by key.
+Every function runs inside the caller's transaction. A batch goes to PostgreSQL as one
+JSON document, serialised by orjson in C straight from the event dataclasses and
+unpacked server-side with ``json_to_recordset``: array parameters would cost asyncpg
+several type checks per element, which dominated the worker's own CPU time. Rows that
+concurrent transactions may both lock are sent sorted by key.
 """
 
 from __future__ import annotations
@@ -24,34 +26,52 @@ __all__ = ["OutboxRow", "apply_plan", "insert_inbound", "insert_receipts", "inse
 OutboxRow = tuple[int, bytes, bytes]
 """(outbox id, record key, record value)."""
 
-# History first: ON CONFLICT DO NOTHING is the exactly-once check. The same statement
-# returns, for each new receipt, the stored state of its recipient (before this batch).
+_JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC  # the options of smsrx.codec.encode
+
+# History first: ON CONFLICT DO NOTHING is the exactly-once check. The statement returns
+# the receipts that were already there (usually none), and the stored state (before this
+# batch) of each recipient with new receipts that has a row or a submission.
 _INSERT_RECEIPTS = """
 WITH input AS (
     SELECT *
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                  $7::boolean[], $8::timestamptz[], $9::text[])
-           WITH ORDINALITY
-           AS t(event_id, provider, message_id, recipient, status, provider_status,
-                synthetic, received_at, raw, ord)
+      FROM json_to_recordset($1::json)
+           AS t(event_id uuid, provider text, message_id text, recipient text, status text,
+                provider_status text, synthetic boolean, received_at timestamptz, raw json)
 ), inserted AS (
     INSERT INTO status_events (event_id, provider, message_id, recipient, status,
                                provider_status, synthetic, received_at, raw)
     SELECT event_id, provider, message_id, recipient, status, provider_status,
-           synthetic, received_at, raw::jsonb
+           synthetic, received_at, raw
       FROM input
-     ORDER BY ord
         ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, provider, message_id, recipient
+), recipients AS (
+    SELECT DISTINCT provider, message_id, recipient FROM inserted
 )
-SELECT i.event_id, i.provider, i.message_id, i.recipient,
+SELECT true AS duplicate, i.event_id::text, NULL::text AS provider, NULL::text AS message_id,
+       NULL::text AS recipient, NULL::text AS status, NULL::timestamptz AS status_at,
+       NULL::text AS status_event_id, NULL::timestamptz AS first_event_at,
+       NULL::timestamptz AS submitted_at
+  FROM input i
+ WHERE NOT EXISTS (SELECT 1 FROM inserted n WHERE n.event_id = i.event_id)
+UNION ALL
+SELECT false, NULL, k.provider, k.message_id, k.recipient,
        rs.status, rs.status_at, rs.status_event_id, rs.first_event_at,
-       coalesce(rs.submitted_at, s.submitted_at) AS submitted_at
-  FROM inserted i
-  LEFT JOIN recipient_status rs
-         ON rs.provider = i.provider AND rs.message_id = i.message_id
-        AND rs.recipient = i.recipient
-  LEFT JOIN submissions s ON s.provider = i.provider AND s.message_id = i.message_id
+       coalesce(rs.submitted_at, s.submitted_at)
+  FROM recipients k
+  -- LATERAL ... LIMIT 1: one index lookup per recipient, never a scan of the table
+  LEFT JOIN LATERAL (
+        SELECT r.status, r.status_at, r.status_event_id, r.first_event_at, r.submitted_at
+          FROM recipient_status r
+         WHERE r.provider = k.provider AND r.message_id = k.message_id
+           AND r.recipient = k.recipient
+         LIMIT 1) rs ON true
+  LEFT JOIN LATERAL (
+        SELECT sub.submitted_at
+          FROM submissions sub
+         WHERE sub.provider = k.provider AND sub.message_id = k.message_id
+         LIMIT 1) s ON true
+ WHERE rs IS DISTINCT FROM NULL OR s IS DISTINCT FROM NULL
 """
 
 # The columns that follow the receipt that outranks the others (see consumers.projection).
@@ -81,17 +101,15 @@ WITH upserted AS (
         provider, message_id, recipient, status, status_rank, is_final, provider_status,
         status_event_id, status_at, submitted_at, first_event_at, last_event_at, event_count)
     SELECT u.provider, u.message_id, u.recipient, u.status, u.status_rank, u.is_final,
-           u.provider_status, u.status_event_id, u.status_at, s.submitted_at,
+           u.provider_status, u.status_event_id, u.status_at,
+           (SELECT sub.submitted_at FROM submissions sub
+             WHERE sub.provider = u.provider AND sub.message_id = u.message_id),
            u.first_event_at, u.last_event_at, u.event_count
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[],
-                  $6::boolean[], $7::text[], $8::text[], $9::timestamptz[],
-                  $10::timestamptz[], $11::timestamptz[], $12::integer[])
-           WITH ORDINALITY
-           AS u(provider, message_id, recipient, status, status_rank, is_final,
-                provider_status, status_event_id, status_at, first_event_at,
-                last_event_at, event_count, ord)
-      LEFT JOIN submissions s ON s.provider = u.provider AND s.message_id = u.message_id
-     ORDER BY u.ord
+      FROM json_to_recordset($1::json)
+           AS u(provider text, message_id text, recipient text, status text,
+                status_rank smallint, is_final boolean, provider_status text,
+                status_event_id text, status_at timestamptz, first_event_at timestamptz,
+                last_event_at timestamptz, event_count integer)
         ON CONFLICT (provider, message_id, recipient) DO UPDATE SET
         {_SET_BEST},
         submitted_at = coalesce(rs.submitted_at, excluded.submitted_at),
@@ -100,22 +118,22 @@ WITH upserted AS (
         event_count = rs.event_count + excluded.event_count,
         updated_at = now()
 ), outbox AS (
-    INSERT INTO status_outbox (event_id, key, value)
-    SELECT event_id, key, value
-      FROM unnest($13::text[], $14::bytea[], $15::bytea[]) WITH ORDINALITY
-           AS o(event_id, key, value, ord)
-     ORDER BY ord
-    RETURNING id, key, value
+    INSERT INTO status_outbox (key, value)
+    SELECT key, value FROM json_to_recordset($2::json) AS o(key text, value json)
+    RETURNING id
+), published AS (
+    -- rows of earlier batches the broker has acknowledged since: one commit fewer each
+    DELETE FROM status_outbox WHERE id = ANY($3::bigint[])
 )
-SELECT id, key, value FROM outbox ORDER BY id
+SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM outbox
 """
 
 _INSERT_SUBMISSIONS = """
 INSERT INTO submissions (provider, message_id, event_id, recipients, submitted_at, tags)
-SELECT provider, message_id, event_id,
-       ARRAY(SELECT jsonb_array_elements_text(recipients::jsonb)), submitted_at, tags::jsonb
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-       AS t(provider, message_id, event_id, recipients, submitted_at, tags)
+SELECT provider, message_id, event_id, recipients, submitted_at, coalesce(tags::jsonb, '{}')
+  FROM json_to_recordset($1::json)
+       AS t(provider text, message_id text, event_id text, recipients text[],
+            submitted_at timestamptz, tags json)
     ON CONFLICT (provider, message_id) DO NOTHING
 RETURNING provider, message_id
 """
@@ -123,145 +141,129 @@ RETURNING provider, message_id
 # The listed recipients get a row (pending, if no receipt yet) carrying submitted_at.
 _JOIN_LISTED = """
 INSERT INTO recipient_status AS rs (provider, message_id, recipient, submitted_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
- ORDER BY 1, 2, 3
+SELECT provider, message_id, recipient, submitted_at
+  FROM json_to_recordset($1::json)
+       AS t(provider text, message_id text, recipient text, submitted_at timestamptz)
     ON CONFLICT (provider, message_id, recipient) DO UPDATE
    SET submitted_at = coalesce(rs.submitted_at, excluded.submitted_at), updated_at = now()
  WHERE rs.submitted_at IS NULL
 """
 
 # Early receipts for recipients the submission does not list (another number format,
-# say) are joined too.
+# say) are joined too: one index range scan per message.
 _JOIN_UNLISTED = """
 UPDATE recipient_status rs
    SET submitted_at = n.submitted_at, updated_at = now()
-  FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS n(provider, message_id, submitted_at)
+  FROM json_to_recordset($1::json) AS n(provider text, message_id text, submitted_at timestamptz)
  WHERE rs.provider = n.provider AND rs.message_id = n.message_id AND rs.submitted_at IS NULL
 """
 
 _INSERT_INBOUND = """
 INSERT INTO inbound_messages (provider, message_id, event_id, sender, content, sent_at,
                               sent_at_text, received_at, raw)
-SELECT provider, message_id, event_id, sender, content, sent_at, sent_at_text, received_at,
-       raw::jsonb
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-              $6::timestamptz[], $7::text[], $8::timestamptz[], $9::text[])
-       AS t(provider, message_id, event_id, sender, content, sent_at, sent_at_text,
-            received_at, raw)
+SELECT provider, message_id, event_id, sender, content, sent_at, sent_at_text, received_at, raw
+  FROM json_to_recordset($1::json)
+       AS t(provider text, message_id text, event_id text, sender text, content text,
+            sent_at timestamptz, sent_at_text text, received_at timestamptz, raw json)
     ON CONFLICT (provider, message_id) DO NOTHING
 RETURNING event_id
 """
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def _doc(rows: Any) -> str:
+    return orjson.dumps(rows, option=_JSON).decode()
 
 
 async def insert_receipts(
     conn: asyncpg.Connection, receipts: Sequence[DeliveryReceipt]
 ) -> tuple[list[DeliveryReceipt], dict[Key, Stored]]:
     """Record distinct receipts in the history; return those that were new, in arrival
-    order, and the stored state of their recipients before this batch."""
-    rows = await conn.fetch(
-        _INSERT_RECEIPTS,
-        [r.event_id for r in receipts],
-        [r.provider for r in receipts],
-        [r.message_id for r in receipts],
-        [r.recipient for r in receipts],
-        [r.status.value for r in receipts],
-        [r.provider_status for r in receipts],
-        [r.synthetic for r in receipts],
-        [r.received_at for r in receipts],
-        [_json(r.raw) for r in receipts],
-    )
+    order, and the stored state of their recipients before this batch (absent: none)."""
+    rows = await conn.fetch(_INSERT_RECEIPTS, _doc(receipts))
     stored: dict[Key, Stored] = {}
-    fresh: set[str] = set()
+    duplicates: set[str] = set()
     for row in rows:
-        fresh.add(row["event_id"])
-        key = (row["provider"], row["message_id"], row["recipient"])
-        if key not in stored:
-            status = row["status"]
-            stored[key] = Stored(
-                status=None if status is None else Status(status),
-                status_at=row["status_at"],
-                status_event_id=row["status_event_id"],
-                submitted_at=row["submitted_at"],
-                first_event_at=row["first_event_at"],
-            )
-    return [r for r in receipts if r.event_id in fresh], stored
+        if row["duplicate"]:
+            duplicates.add(row["event_id"])
+            continue
+        status = row["status"]
+        stored[(row["provider"], row["message_id"], row["recipient"])] = Stored(
+            status=None if status is None else Status(status),
+            status_at=row["status_at"],
+            status_event_id=row["status_event_id"],
+            submitted_at=row["submitted_at"],
+            first_event_at=row["first_event_at"],
+        )
+    if not duplicates:
+        return list(receipts), stored
+    return [r for r in receipts if r.event_id not in duplicates], stored
 
 
-async def apply_plan(conn: asyncpg.Connection, plan: Plan) -> list[OutboxRow]:
-    """Upsert the recipients of ``plan`` and queue its changes in the outbox."""
-    updates = plan.updates
-    bests = [u.best for u in updates]
-    changes = plan.changes
-    rows = await conn.fetch(
-        _UPSERT_RECIPIENTS,
-        [b.provider for b in bests],
-        [b.message_id for b in bests],
-        [b.recipient for b in bests],
-        [b.status.value for b in bests],
-        [RANK[b.status] for b in bests],
-        [b.status in FINAL_STATUSES for b in bests],
-        [b.provider_status for b in bests],
-        [b.event_id for b in bests],
-        [b.received_at for b in bests],
-        [u.first_at for u in updates],
-        [u.last_at for u in updates],
-        [u.count for u in updates],
-        [c.event_id for c in changes],
-        [c.key for c in changes],
-        [encode(c) for c in changes],
+def _outbox_doc(keys: Sequence[bytes], values: Sequence[bytes]) -> str:
+    # The change is embedded verbatim: the json column keeps the exact bytes published.
+    parts = [
+        b'{"key":' + orjson.dumps(k.decode()) + b',"value":' + v + b"}"
+        for k, v in zip(keys, values, strict=True)
+    ]
+    return (b"[" + b",".join(parts) + b"]").decode()
+
+
+async def apply_plan(
+    conn: asyncpg.Connection, plan: Plan, published: Sequence[int] = ()
+) -> list[OutboxRow]:
+    """Upsert the recipients of ``plan``, queue its changes in the outbox, and delete the
+    outbox rows already ``published``."""
+    updates = [
+        {
+            "provider": u.best.provider,
+            "message_id": u.best.message_id,
+            "recipient": u.best.recipient,
+            "status": u.best.status,
+            "status_rank": RANK[u.best.status],
+            "is_final": u.best.status in FINAL_STATUSES,
+            "provider_status": u.best.provider_status,
+            "status_event_id": u.best.event_id,
+            "status_at": u.best.received_at,
+            "first_event_at": u.first_at,
+            "last_event_at": u.last_at,
+            "event_count": u.count,
+        }
+        for u in plan.updates
+    ]
+    keys = [c.key for c in plan.changes]
+    values = [encode(c) for c in plan.changes]
+    ids = await conn.fetchval(
+        _UPSERT_RECIPIENTS, _doc(updates), _outbox_doc(keys, values), list(published)
     )
-    return [(row["id"], bytes(row["key"]), bytes(row["value"])) for row in rows]
+    return list(zip(ids, keys, values, strict=True))
 
 
 async def insert_submissions(conn: asyncpg.Connection, submissions: Sequence[Submission]) -> int:
     """Record new submissions and join them to their recipients; return how many were new."""
-    rows = await conn.fetch(
-        _INSERT_SUBMISSIONS,
-        [s.provider for s in submissions],
-        [s.message_id for s in submissions],
-        [s.event_id for s in submissions],
-        [_json(list(s.recipients)) for s in submissions],
-        [s.submitted_at for s in submissions],
-        [_json(s.tags) for s in submissions],
-    )
+    rows = await conn.fetch(_INSERT_SUBMISSIONS, _doc(submissions))
     if not rows:
         return 0
     new = {(row["provider"], row["message_id"]) for row in rows}
     listed: dict[Key, datetime] = {}
-    messages: list[tuple[str, str, datetime]] = []
+    messages: list[dict[str, Any]] = []
     for s in submissions:
         if (s.provider, s.message_id) in new:
             new.discard((s.provider, s.message_id))  # the first record of a message wins
-            messages.append((s.provider, s.message_id, s.submitted_at))
+            messages.append(
+                {"provider": s.provider, "message_id": s.message_id, "submitted_at": s.submitted_at}
+            )
             for recipient in s.recipients:
                 listed[(s.provider, s.message_id, recipient)] = s.submitted_at
-    await conn.execute(
-        _JOIN_LISTED,
-        [k[0] for k in listed],
-        [k[1] for k in listed],
-        [k[2] for k in listed],
-        list(listed.values()),
-    )
-    await conn.execute(_JOIN_UNLISTED, *(list(column) for column in zip(*messages, strict=True)))
+    recipients = [
+        {"provider": p, "message_id": m, "recipient": r, "submitted_at": at}
+        for (p, m, r), at in sorted(listed.items())
+    ]
+    await conn.execute(_JOIN_LISTED, _doc(recipients))
+    await conn.execute(_JOIN_UNLISTED, _doc(messages))
     return len(messages)
 
 
 async def insert_inbound(conn: asyncpg.Connection, inbound: Sequence[InboundMessage]) -> int:
     """Record new inbound messages; return how many were new."""
-    rows = await conn.fetch(
-        _INSERT_INBOUND,
-        [m.provider for m in inbound],
-        [m.message_id for m in inbound],
-        [m.event_id for m in inbound],
-        [m.sender for m in inbound],
-        [m.content for m in inbound],
-        [m.sent_at for m in inbound],
-        [m.sent_at_text for m in inbound],
-        [m.received_at for m in inbound],
-        [_json(m.raw) for m in inbound],
-    )
+    rows = await conn.fetch(_INSERT_INBOUND, _doc(inbound))
     return len(rows)

@@ -120,7 +120,7 @@ async def load_story(conn: asyncpg.Connection, provider: str, message_id: str) -
         message_id,
     )
     events = await conn.fetch(
-        "SELECT event_id, recipient, status, provider_status, received_at, synthetic "
+        "SELECT event_id::text, recipient, status, provider_status, received_at, synthetic "
         "FROM status_events WHERE provider = $1 AND message_id = $2 ORDER BY recipient, seq",
         provider,
         message_id,

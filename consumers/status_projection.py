@@ -8,8 +8,11 @@ status to ``sms.message-status.v1`` through the outbox; and runs the expiry swee
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +69,7 @@ class StatusProjection(Worker):
         self.outbox: Outbox | None = None
         self.sweeper: ExpirySweeper | None = None
         self._recovered_at = 0.0
+        self._flushes: set[asyncio.Task[int]] = set()
 
     @property
     def decoders(self) -> Mapping[str, Decoder]:
@@ -109,10 +113,13 @@ class StatusProjection(Worker):
             distinct.reverse()  # first occurrence of each event_id, in arrival order
             new_receipts, stored = await insert_receipts(conn, distinct)
             plan = plan_receipts(new_receipts, stored)
-            rows = await apply_plan(conn, plan) if plan.updates else []
+            published = list(self.outbox.acknowledged) if self.outbox is not None else []
+            rows = await apply_plan(conn, plan, published) if plan.updates else []
             result.applied[topics.delivery_receipts] += len(new_receipts)
             result.duplicate[topics.delivery_receipts] += len(received) - len(new_receipts)
-            result.on_commit.append(lambda: self._committed_plan(plan, rows))
+            if not plan.updates:
+                published = []
+            result.on_commit.append(lambda: self._committed_plan(plan, rows, published))
 
         inbound = batch.of(topics.inbound)
         if inbound:
@@ -121,39 +128,53 @@ class StatusProjection(Worker):
             result.duplicate[topics.inbound] += len(inbound) - new
         return result
 
-    def _committed_plan(self, plan: Plan, rows: list[OutboxRow]) -> None:
+    def _committed_plan(self, plan: Plan, rows: list[OutboxRow], published: list[int]) -> None:
         for provider, count in plan.regressions.items():
             metrics.REGRESSIONS.labels(provider).inc(count)
-        for change in plan.changes:
-            metrics.STATUS_CHANGES.labels(change.provider, change.status.value).inc()
+        changes = Counter((c.provider, c.status.value) for c in plan.changes)
+        for (provider, status), count in changes.items():
+            metrics.STATUS_CHANGES.labels(provider, status).inc(count)
         if self.outbox is not None:
+            self.outbox.deleted(published)
             self.outbox.stage(rows)
 
     async def after_batch(self) -> None:
-        """Publish the status changes the batch committed."""
+        """Publish the status changes the batch committed, while the next batch is applied
+        (the outbox publishes one flush at a time, in commit order)."""
         if self.outbox is not None and self.outbox.pending:
-            await self.outbox.flush()
+            task = asyncio.create_task(self.outbox.flush(), name="outbox-flush")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[int]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("outbox flush failed", exc_info=task.exception())
 
     async def on_idle(self) -> None:
-        """Now and then, publish outbox rows that no live worker is publishing."""
-        import time
-
-        now = time.monotonic()
-        if self.outbox is None or now - self._recovered_at < _RECOVERY_INTERVAL:
+        """Delete acknowledged outbox rows; now and then, publish outbox rows that no live
+        worker is publishing."""
+        if self.outbox is None:
             return
-        self._recovered_at = now
         try:
-            await self.outbox.recover(older_than=_RECOVERY_MARGIN)
+            await self.outbox.purge()
+            now = time.monotonic()
+            if now - self._recovered_at >= _RECOVERY_INTERVAL:
+                self._recovered_at = now
+                await self.outbox.recover(older_than=_RECOVERY_MARGIN)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            logger.warning("outbox recovery failed: %r", exc)
+            logger.warning("outbox maintenance failed: %r", exc)
 
     async def on_stop(self) -> None:
         """Publish what is pending (bounded), then stop the producer."""
         if self.producer is None:
             return
-        if self.outbox is not None and self.outbox.pending:
+        if self._flushes:
+            await asyncio.wait(self._flushes, timeout=self.settings.shutdown_timeout)
+        if self.outbox is not None:
             try:
                 await self.outbox.flush()
+                await self.outbox.purge()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 logger.warning("outbox flush on stop failed: %r", exc)
         await stop_bounded(self.producer, self.settings.shutdown_timeout)

@@ -11,6 +11,10 @@ by ``shutdown_timeout``, ``handle_signals=False`` for tests) and aiokafka's
 4. only then commit the Kafka offsets;
 5. run :meth:`Worker.after_batch` (publishing the outbox, say).
 
+Steps 1-2 of the next batch run while steps 3-5 of the current one wait on the
+database, so Python and PostgreSQL work at the same time; transactions still run
+one at a time, in order.
+
 When partitions are revoked, the rebalance listener waits for the batch in flight
 and commits what is done. When PostgreSQL is down, the same batch is retried with
 backoff, uncommitted; a revoke or a stop abandons it (it will be redelivered). A
@@ -98,6 +102,24 @@ class Applied:
         self.invalid.update(other.invalid)
         self.on_commit.extend(other.on_commit)
         return self
+
+
+@dataclass(slots=True)
+class _Part:
+    """The records of one partition in a batch."""
+
+    size: int
+    next_offset: int
+    items: list[tuple[str, Any]]
+    invalid: int
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A fetched and decoded batch, waiting for its transaction."""
+
+    started: float
+    parts: dict[TopicPartition, _Part] = field(default_factory=dict)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -237,7 +259,17 @@ class Worker(abc.ABC):
         """Run a background task that :meth:`close` cancels."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "%s: background task %s failed",
+                self.role,
+                task.get_name(),
+                exc_info=task.exception(),
+            )
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake up early on :meth:`stop` or a revoke."""
@@ -294,62 +326,56 @@ class Worker(abc.ABC):
         return True
 
     async def _consume(self) -> None:
+        # Two-stage pipeline: while batch N is in its database transaction, batch N+1 is
+        # fetched and decoded. Transactions still run one at a time, in order.
         assert self.consumer is not None
         timeout_ms = int(self.poll_timeout * 1000)
-        while not self.stopping:
-            try:
-                records = await self.consumer.getmany(
-                    timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
-                )
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                logger.warning("%s: fetch failed, retrying: %r", self.role, exc)
-                await self.sleep(1.0)
-                continue
-            if records:
-                await self._process(records)
-                await self.after_batch()
-            else:
-                await self.on_idle()
-            await self._update_lag()
+        inflight: asyncio.Task[None] | None = None
+        try:
+            while not self.stopping:
+                try:
+                    records = await self.consumer.getmany(
+                        timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
+                    )
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    logger.warning("%s: fetch failed, retrying: %r", self.role, exc)
+                    await self.sleep(1.0)
+                    continue
+                prepared = self._prepare(records) if records else None
+                if inflight is not None:
+                    await inflight
+                    inflight = None
+                if prepared is not None and not self.stopping:
+                    inflight = asyncio.create_task(self._run(prepared))
+                elif prepared is None:
+                    await self.on_idle()
+                await self._update_lag()
+        finally:
+            if inflight is not None:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    inflight.cancel()  # the drain timed out: abandon the batch, uncommitted
+                await asyncio.gather(inflight, return_exceptions=True)
 
     # --- one batch ----------------------------------------------------------------
 
-    async def _process(self, records: Mapping[TopicPartition, list[Any]]) -> None:
-        assert self.consumer is not None
-        async with self._batch_lock:
-            started = time.perf_counter()
-            assigned = self.consumer.assignment()
-            records = {tp: rs for tp, rs in records.items() if rs and tp in assigned}
-            if not records:
-                return
-            batch, invalid = self._decode(records)
-            result = await self._apply_with_retry(batch)
-            if result is None:
-                return
-            result.invalid.update(invalid)
-            for callback in result.on_commit:
-                callback()
-            size = sum(len(rs) for rs in records.values())
-            for tp, rs in records.items():
-                self._done[tp] = rs[-1].offset + 1
-            await self._commit()
-            self.processed += size
-            self._observe(result, size, len(records), time.perf_counter() - started)
-
-    def _decode(self, records: Mapping[TopicPartition, list[Any]]) -> tuple[Batch, Counter[str]]:
-        items: list[tuple[str, Any]] = []
-        invalid: Counter[str] = Counter()
+    def _prepare(self, records: Mapping[TopicPartition, list[Any]]) -> _Prepared:
+        prepared = _Prepared(started=time.perf_counter())
         for tp, batch in records.items():
+            if not batch:
+                continue
             decode = self.decoders[tp.topic]
+            items: list[tuple[str, Any]] = []
+            invalid = 0
             for record in batch:
                 try:
                     if record.value is None:
                         raise DecodeError("record has no value")  # noqa: TRY301
                     items.append((tp.topic, decode(record.value)))
                 except DecodeError as exc:
-                    invalid[tp.topic] += 1
+                    invalid += 1
                     logger.warning(
                         "invalid record skipped topic=%s partition=%d offset=%d: %s",
                         tp.topic,
@@ -357,7 +383,32 @@ class Worker(abc.ABC):
                         record.offset,
                         exc,
                     )
-        return Batch(items), invalid
+            prepared.parts[tp] = _Part(len(batch), batch[-1].offset + 1, items, invalid)
+        return prepared
+
+    async def _run(self, prepared: _Prepared) -> None:
+        assert self.consumer is not None
+        async with self._batch_lock:
+            # Partitions revoked since the batch was fetched are left to their new owner.
+            assigned = self.consumer.assignment()
+            parts = {tp: part for tp, part in prepared.parts.items() if tp in assigned}
+            if not parts:
+                return
+            batch = Batch([item for part in parts.values() for item in part.items])
+            result = await self._apply_with_retry(batch)
+            if result is None:
+                return
+            for tp, part in parts.items():
+                result.invalid[tp.topic] += part.invalid
+            for callback in result.on_commit:
+                callback()
+            for tp, part in parts.items():
+                self._done[tp] = part.next_offset
+            await self._commit()
+            size = sum(part.size for part in parts.values())
+            self.processed += size
+            self._observe(result, size, len(parts), time.perf_counter() - prepared.started)
+        await self.after_batch()
 
     async def _apply_with_retry(self, batch: Batch) -> Applied | None:
         delay = 0.2

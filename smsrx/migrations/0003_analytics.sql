@@ -1,9 +1,9 @@
 -- analytics: per-minute rollups, latency histograms and delivery-rate views.
 -- Written by `smsrx consumer analytics`; see docs/consumers.md.
 
--- Every event counted, so that a replayed event is never counted twice.
+-- Every event counted (by its UUID event_id), so that a replayed event is never counted twice.
 CREATE TABLE analytics_processed_events (
-    event_id      text PRIMARY KEY,
+    event_id      uuid PRIMARY KEY,
     processed_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX analytics_processed_events_processed_at ON analytics_processed_events (processed_at);

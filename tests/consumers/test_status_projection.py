@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from consumers.expiry import EXPIRED_PROVIDER_STATUS
 from smsrx.clock import utcnow
-from smsrx.codec import decode_status_change
+from smsrx.codec import decode_status_change, encode
+from smsrx.events import StatusChange
 from smsrx.statuses import RANK, Status
 from tests.consumers.conftest import (
     T0,
@@ -116,15 +118,17 @@ async def test_inbound_messages_are_stored_once(settings, runner, db) -> None:
 
 
 async def test_bad_records_are_counted_and_skipped(settings, runner, db) -> None:
-    """Malformed records and a receipt PostgreSQL refuses (a NUL byte) are counted invalid
-    and skipped; every other receipt of the same batches is applied."""
+    """Malformed records and receipts PostgreSQL refuses (a NUL byte, an event_id that is
+    not a UUID) are counted invalid and skipped; every other receipt is applied."""
     topics = settings.topics
     good = [receipt(f"ok-{i}", "+2250700000001", Status.SENT, T0) for i in range(30)]
     poison = receipt("bad-1", "+2250700000001", Status.SENT, T0, provider_status="nul\x00byte")
-    from smsrx.codec import encode
-
+    not_uuid = dataclasses.replace(
+        receipt("bad-2", "+2250700000001", Status.SENT, T0), event_id="not-a-uuid"
+    )
     records = [(r.key, encode(r)) for r in good[:15]]
     records += [(b"x", b"not json"), (b"y", b'{"event_id": 1}'), (poison.key, encode(poison))]
+    records += [(not_uuid.key, encode(not_uuid))]
     records += [(r.key, encode(r)) for r in good[15:]]
     before = sample(
         "smsrx_consumer_events_total",
@@ -143,7 +147,7 @@ async def test_bad_records_are_counted_and_skipped(settings, runner, db) -> None
         topic=topics.delivery_receipts,
         outcome="invalid",
     )
-    assert invalid - before == 3
+    assert invalid - before == 4
 
 
 async def test_expiry_sweep_sets_expired_after_the_horizon(settings_factory, runner, db) -> None:
@@ -204,3 +208,36 @@ async def _both_expired(states) -> bool:
 async def _status_is(db, recipient: str, status: str) -> bool:
     got = await db.fetchval("SELECT status FROM recipient_status WHERE recipient = $1", recipient)
     return bool(got == status)
+
+
+async def test_outbox_rows_left_by_a_crash_are_published_on_start(settings, runner, db) -> None:
+    """Status changes committed but never published (a crash before the broker acked them)
+    are published when a worker starts, and their rows deleted."""
+    changes = []
+    for i in range(3):
+        r = receipt(f"ob-{i}", "+2250700000001", Status.DELIVERED, T0)
+        change = StatusChange(
+            event_id=StatusChange.id_for(r.provider, r.message_id, r.recipient, r.status),
+            provider=r.provider,
+            message_id=r.message_id,
+            recipient=r.recipient,
+            status=r.status,
+            previous_status=None,
+            is_final=True,
+            submitted_at=None,
+            first_event_at=T0,
+            changed_at=T0,
+            cause_event_id=r.event_id,
+        )
+        changes.append(change)
+        await db.execute(
+            "INSERT INTO status_outbox (key, value) VALUES ($1, $2)",
+            change.key.decode(),
+            encode(change).decode(),
+        )
+    runner.start(runner.projection())
+    await wait_for(lambda: _outbox_empty(db), "the outbox to be published", timeout=30)
+    published = await read_topic(settings, settings.topics.message_status)
+    by_id = {c.event_id: c for c in (decode_status_change(r.value) for r in published)}
+    assert by_id == {c.event_id: c for c in changes}
+    assert {bytes(r.key) for r in published} == {c.key for c in changes}
