@@ -169,10 +169,10 @@ async def load_story(conn: asyncpg.Connection, provider: str, message_id: str) -
 # --- text ---------------------------------------------------------------------------
 
 
-def _when(moment: datetime | None) -> str:
+def _when(moment: datetime | None, *, zone: bool = True) -> str:
     if moment is None:
         return "-"
-    return format_rfc3339(moment)[:-4].replace("T", " ") + " UTC"
+    return format_rfc3339(moment)[:-4].replace("T", " ") + (" UTC" if zone else "")
 
 
 def _duration(delta: timedelta) -> str:
@@ -219,11 +219,13 @@ def _recipient_lines(r: RecipientStory) -> list[str]:
             f"  {len(r.history)} receipt(s), first {_when(r.first_event_at)}, "
             f"last {_when(r.last_event_at)}"
         )
-        lines.append(f"    {'#':>3}  {'received':<27}{'status':<11}{'carrier status':<24}effect")
+        lines.append(
+            f"    {'#':>3}  {'received (UTC)':<25}{'status':<11}{'carrier status':<24}effect"
+        )
         for n, e in enumerate(r.history, 1):
             carrier = e.provider_status + (" *" if e.synthetic else "")
             lines.append(
-                f"    {n:>3}  {_when(e.received_at):<27}{e.status:<11}{carrier:<24}"
+                f"    {n:>3}  {_when(e.received_at, zone=False):<25}{e.status:<11}{carrier:<24}"
                 f"{_effect_text(e)}"
             )
     return lines
