@@ -319,11 +319,14 @@ class System:
         """Wait until every acknowledged event is projected and analytics counted every projected one."""
         started = time.monotonic()
         deadline = started + timeout
+        projected = history = rollup = 0
+        problem: BaseException | None = None
         while time.monotonic() < deadline:
             try:
                 projected = await self.projected(acked)
                 history, _, rollup = await self.counts()
-            except (OSError, asyncpg.PostgresError):
+            except (OSError, asyncpg.PostgresError) as exc:  # PostgreSQL restarting
+                problem = exc
                 await asyncio.sleep(1)
                 continue
             if projected == len(acked) and rollup >= history:
@@ -333,7 +336,8 @@ class System:
                     return
             await asyncio.sleep(0.5)
         print(
-            f"NOT settled after {timeout:.0f}s: projected {projected}/{len(acked)}, rollup {rollup}/{history}"
+            f"NOT settled after {timeout:.0f}s: projected {projected}/{len(acked)}, "
+            f"rollup {rollup}/{history}, last database error: {problem!r}"
         )
 
     async def report(
