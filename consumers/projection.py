@@ -74,6 +74,12 @@ class RecipientUpdate:
     count: int = 1
     """How many distinct new receipts."""
 
+    @property
+    def key(self) -> Key:
+        """(provider, message_id, recipient)."""
+        best = self.best
+        return (best.provider, best.message_id, best.recipient)
+
     def add(self, receipt: DeliveryReceipt) -> None:
         """Fold one more receipt in."""
         best = self.best

@@ -9,7 +9,7 @@ concurrent transactions may both lock are sent sorted by key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ OutboxRow = tuple[int, bytes, bytes]
 """(outbox id, record key, record value)."""
 
 _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC  # the options of smsrx.codec.encode
+_NONE = Stored()
 
 # History first: ON CONFLICT DO NOTHING is the exactly-once check. The statement returns
 # the receipts that were already there (usually none), and the stored state (before this
@@ -101,15 +102,13 @@ WITH upserted AS (
         provider, message_id, recipient, status, status_rank, is_final, provider_status,
         status_event_id, status_at, submitted_at, first_event_at, last_event_at, event_count)
     SELECT u.provider, u.message_id, u.recipient, u.status, u.status_rank, u.is_final,
-           u.provider_status, u.status_event_id, u.status_at,
-           (SELECT sub.submitted_at FROM submissions sub
-             WHERE sub.provider = u.provider AND sub.message_id = u.message_id),
+           u.provider_status, u.status_event_id, u.status_at, u.submitted_at,
            u.first_event_at, u.last_event_at, u.event_count
       FROM json_to_recordset($1::json)
            AS u(provider text, message_id text, recipient text, status text,
                 status_rank smallint, is_final boolean, provider_status text,
-                status_event_id text, status_at timestamptz, first_event_at timestamptz,
-                last_event_at timestamptz, event_count integer)
+                status_event_id text, status_at timestamptz, submitted_at timestamptz,
+                first_event_at timestamptz, last_event_at timestamptz, event_count integer)
         ON CONFLICT (provider, message_id, recipient) DO UPDATE SET
         {_SET_BEST},
         submitted_at = coalesce(rs.submitted_at, excluded.submitted_at),
@@ -209,10 +208,14 @@ def _outbox_doc(keys: Sequence[bytes], values: Sequence[bytes]) -> str:
 
 
 async def apply_plan(
-    conn: asyncpg.Connection, plan: Plan, published: Sequence[int] = ()
+    conn: asyncpg.Connection,
+    plan: Plan,
+    stored: Mapping[Key, Stored],
+    published: Sequence[int] = (),
 ) -> list[OutboxRow]:
     """Upsert the recipients of ``plan``, queue its changes in the outbox, and delete the
-    outbox rows already ``published``."""
+    outbox rows already ``published``. ``stored`` is what :func:`insert_receipts` read
+    (its ``submitted_at`` joins a recipient seen for the first time to its submission)."""
     updates = [
         {
             "provider": u.best.provider,
@@ -224,6 +227,7 @@ async def apply_plan(
             "provider_status": u.best.provider_status,
             "status_event_id": u.best.event_id,
             "status_at": u.best.received_at,
+            "submitted_at": stored.get(u.key, _NONE).submitted_at,
             "first_event_at": u.first_at,
             "last_event_at": u.last_at,
             "event_count": u.count,

@@ -2,22 +2,51 @@
 
 ``producer.send()`` costs tens of microseconds of Python per record; building one
 batch per partition with ``create_batch()`` and ``send_batch()`` costs a fraction of
-that. Records land on the partition the default partitioner picks for their key (the
-same murmur2 hash as ``send(key=...)``), so per-key order is kept.
+that. Records land on the partition Kafka's default partitioner picks for their key
+(murmur2, as ``send(key=...)`` and the Java client do), so per-key order is kept and
+other clients agree on the partition of a key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
-__all__ = ["publish_many"]
+__all__ = ["murmur2", "partition_for", "publish_many"]
 
-_PARTITIONER = DefaultPartitioner()
+_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash, bit for bit as ``aiokafka.partitioner.murmur2`` computes it,
+    about twice as fast (whole 32-bit words instead of bytes)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra:
+        if extra == 3:
+            h ^= data[-1] << 16
+        if extra >= 2:
+            h ^= data[(words << 2) + 1] << 8
+        h ^= data[words << 2]
+        h = (h * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (``partitions`` sorted)."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 async def publish_many(
@@ -36,7 +65,7 @@ async def publish_many(
     builders: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []
     for key, value in records:
-        partition = _PARTITIONER(key, partitions, partitions)
+        partition = partition_for(key, partitions)
         builder = builders.get(partition)
         if builder is None:
             builder = builders[partition] = producer.create_batch()

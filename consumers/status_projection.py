@@ -114,7 +114,7 @@ class StatusProjection(Worker):
             new_receipts, stored = await insert_receipts(conn, distinct)
             plan = plan_receipts(new_receipts, stored)
             published = list(self.outbox.acknowledged) if self.outbox is not None else []
-            rows = await apply_plan(conn, plan, published) if plan.updates else []
+            rows = await apply_plan(conn, plan, stored, published) if plan.updates else []
             result.applied[topics.delivery_receipts] += len(new_receipts)
             result.duplicate[topics.delivery_receipts] += len(received) - len(new_receipts)
             if not plan.updates:
