@@ -10,6 +10,7 @@ also reach us directly, so the rule is spelled out here instead.)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -34,6 +35,10 @@ def parse_address(text: str) -> Address:
     return address
 
 
+# Carriers post from a handful of addresses: the peer of each request is parsed once.
+_parse_peer = functools.lru_cache(maxsize=1024)(parse_address)
+
+
 def is_allowed(address: Address, networks: Iterable[Network]) -> bool:
     """Whether ``address`` is inside one of ``networks`` (same IP version)."""
     return any(address.version == net.version and address in net for net in networks)
@@ -46,7 +51,7 @@ def client_address(
     if not peer:
         raise Forbidden("no peer address", reason="refused_ip")
     try:
-        client = parse_address(peer)
+        client = _parse_peer(peer)
     except ValueError:
         raise Forbidden(f"unparseable peer address {peer!r}", reason="refused_ip") from None
     if not trusted_proxies or not forwarded_for or not is_allowed(client, trusted_proxies):

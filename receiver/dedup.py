@@ -6,6 +6,11 @@ look like a duplicate. Writes are batched in the background; if the process dies
 before one lands, a retry is published again and consumers deduplicate it by
 ``event_id``, as they always do. If PostgreSQL is down, lookups are skipped for a
 while and every event is treated as new: availability beats receiver-side dedup.
+
+Lookups and writes each keep one pooled connection for as long as it works: going
+through ``pool.fetch`` would send the pool's reset query (``RESET ALL; UNLISTEN *;
+...``) after every statement, a second round trip per batch. Writes wait up to
+:data:`_WRITE_DELAY` to gather a larger batch.
 """
 
 from __future__ import annotations
@@ -26,6 +31,43 @@ logger = logging.getLogger(__name__)
 
 _BACKOFF = 5.0  # seconds without lookups after the store failed
 _WRITE_BATCH = 5000
+_WRITE_DELAY = 0.05  # seconds a write waits for more rows to share its statement
+
+_LOOKUP = "SELECT event_id FROM receiver_dedup WHERE event_id = ANY($1::text[])"
+_INSERT = """INSERT INTO receiver_dedup (event_id, provider, message_id)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+             ON CONFLICT (event_id) DO NOTHING"""
+
+
+class _Held:
+    """One pooled connection kept across statements, and given back when it fails."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Connection:
+        """The held connection, acquired first if needed."""
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def discard(self) -> None:
+        """Close the held connection (it failed, or a statement was interrupted)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+
+    async def release(self) -> None:
+        """Give the connection back to the pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(self._pool.release(conn), 1.0)
+            except (asyncpg.PostgresError, OSError, TimeoutError):
+                conn.terminate()
 
 
 class Dedup:
@@ -38,6 +80,8 @@ class Dedup:
         self._timeout = timeout
         self._down_until = 0.0
         self._lookups: Coalescer[str, bool] = Coalescer(self._lookup_batch)
+        self._lookup_conn = _Held(pool) if pool is not None else None
+        self._write_conn = _Held(pool) if pool is not None else None
         self._writes: list[tuple[str, str, str]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -88,12 +132,15 @@ class Dedup:
         return found
 
     async def _lookup_batch(self, event_ids: list[str]) -> list[bool]:
-        assert self._pool is not None
-        async with asyncio.timeout(self._timeout):
-            rows = await self._pool.fetch(
-                "SELECT event_id FROM receiver_dedup WHERE event_id = ANY($1::text[])", event_ids
-            )
-        found = {row["event_id"] for row in rows}
+        held = self._lookup_conn
+        assert held is not None
+        try:
+            async with asyncio.timeout(self._timeout):
+                rows = await (await held.get()).fetch(_LOOKUP, event_ids)
+        except BaseException:
+            await held.discard()
+            raise
+        found = {row[0] for row in rows}
         return [event_id in found for event_id in event_ids]
 
     def published(self, event_id: str, provider: str, message_id: str) -> None:
@@ -106,31 +153,36 @@ class Dedup:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if len(self._writes) < _WRITE_BATCH:
+                await asyncio.sleep(_WRITE_DELAY)
             self._wake.clear()
             await self._flush()
 
     async def _flush(self) -> None:
+        held = self._write_conn
         while self._writes:
             batch, self._writes = self._writes[:_WRITE_BATCH], self._writes[_WRITE_BATCH:]
-            if not self._store_usable():
+            if not self._store_usable() or held is None:
                 metrics.DEDUP_ERRORS.labels("write_skipped").inc(len(batch))
                 continue
             try:
-                assert self._pool is not None
                 async with asyncio.timeout(self._timeout * 5):
-                    await self._pool.execute(
-                        """INSERT INTO receiver_dedup (event_id, provider, message_id)
-                           SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-                           ON CONFLICT (event_id) DO NOTHING""",
-                        *map(list, zip(*batch, strict=True)),
-                    )
+                    conn = await held.get()
+                    await conn.execute(_INSERT, *map(list, zip(*batch, strict=True)))
             except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                await held.discard()
                 self._store_failed("write", exc)
+            except BaseException:
+                await held.discard()
+                raise
 
     async def close(self) -> None:
-        """Write what is pending, then stop the writer."""
+        """Write what is pending, stop the writer, and give the connections back."""
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         await self._flush()
+        for held in (self._lookup_conn, self._write_conn):
+            if held is not None:
+                await held.release()

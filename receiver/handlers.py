@@ -8,6 +8,7 @@ it is durable. Errors become JSON responses in exactly one place: :func:`edge`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from receiver import metrics
 from receiver.adapters import Route
-from receiver.allowlist import client_address, is_allowed
+from receiver.allowlist import Address, client_address, is_allowed
 from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTimeout, Unavailable
 from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, SETTINGS
 from smsrx.clock import utcnow
@@ -42,30 +43,63 @@ def allowlist_for(settings: Settings, provider: str) -> tuple[Network, ...]:
     return {"orange": settings.allow_orange, "vavasms": settings.allow_vavasms}.get(provider, ())
 
 
+_ANSWERS: dict[tuple[str, int, int], bytes] = {}
+
+
+def _answer(outcome: str, events: int, published: int) -> web.Response:
+    """The 200 answer, as ``web.json_response`` writes it, its body built once per shape."""
+    key = (outcome, events, published)
+    body = _ANSWERS.get(key)
+    if body is None:
+        body = json.dumps({"status": outcome, "events": events, "published": published}).encode()
+        if len(_ANSWERS) < 1024:
+            _ANSWERS[key] = body
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+async def _read_body(request: web.Request, limit: float) -> bytes:
+    if request.content.is_eof():  # the whole body has arrived already: nothing to wait for
+        return await request.read()
+    try:
+        # aiohttp bounds the wait for headers (keepalive_timeout) but not for a body.
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"body not received within {limit:g}s") from None
+
+
 def callback_handler(route: Route) -> Handler:
     """The POST handler of one carrier callback endpoint."""
+    # Allowlist answers of this app (its settings never change), by direct peer when no
+    # X-Forwarded-For is read. Carriers post from a handful of addresses.
+    verdicts: dict[str, tuple[Address, bool]] = {}
+
+    def check(request: web.Request, settings: Settings) -> tuple[Address, bool]:
+        peer = request.transport.get_extra_info("peername", ("",))[0] if request.transport else None
+        forwarded = request.headers.getall("X-Forwarded-For", ())
+        key = (
+            peer if isinstance(peer, str) and not (forwarded and settings.trusted_proxies) else None
+        )
+        if key is not None and (verdict := verdicts.get(key)) is not None:
+            return verdict
+        client = client_address(peer, forwarded, settings.trusted_proxies)
+        verdict = client, is_allowed(client, allowlist_for(settings, route.provider))
+        if key is not None and len(verdicts) < 4096:
+            verdicts[key] = verdict
+        return verdict
 
     async def handle(request: web.Request) -> web.Response:
         request[PROVIDER] = route.provider
         settings = request.app[SETTINGS]
-        client = client_address(
-            request.transport.get_extra_info("peername", ("",))[0] if request.transport else None,
-            request.headers.getall("X-Forwarded-For", ()),
-            settings.trusted_proxies,
-        )
-        if not is_allowed(client, allowlist_for(settings, route.provider)):
+        client, allowed = check(request, settings)
+        if not allowed:
             logger.warning(
                 "refused provider=%s client=%s path=%s", route.provider, client, route.path
             )
             raise Forbidden(f"{client} may not post {route.provider} callbacks")
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             raise PayloadTooLarge(f"body over {settings.max_body_bytes} bytes")
-        try:
-            # aiohttp bounds the wait for headers (keepalive_timeout) but not for a body.
-            async with asyncio.timeout(settings.client_timeout):
-                body = await request.read()
-        except TimeoutError:
-            raise RequestTimeout(f"body not received within {settings.client_timeout:g}s") from None
+        body = await _read_body(request, settings.client_timeout)
         events = route.parse(request.headers.get("Content-Type"), body, utcnow())
         pipeline = request.app[PIPELINE]
         new = 0
@@ -73,7 +107,7 @@ def callback_handler(route: Route) -> Handler:
             new += await pipeline.accept(event)
         outcome = "accepted" if new else "duplicate"
         request[OUTCOME] = outcome
-        return web.json_response({"status": outcome, "events": len(events), "published": new})
+        return _answer(outcome, len(events), new)
 
     return handle
 
@@ -89,7 +123,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in ("/healthz", "/readyz"):
         return await handler(request)
     started = time.perf_counter()
-    metrics.IN_FLIGHT.inc()
+    metrics.IN_FLIGHT_NOW.enter()
     outcome = "error"
     try:
         response = await handler(request)
@@ -115,10 +149,10 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         outcome = request.get(OUTCOME, "ok")
         return response
     finally:
-        metrics.IN_FLIGHT.dec()
-        provider = request.get(PROVIDER, "none")
-        metrics.REQUESTS.labels(provider, outcome).inc()
-        metrics.REQUEST_SECONDS.labels(provider).observe(time.perf_counter() - started)
+        metrics.IN_FLIGHT_NOW.leave()
+        metrics.observe_request(
+            request.get(PROVIDER, "none"), outcome, time.perf_counter() - started
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:

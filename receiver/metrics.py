@@ -5,10 +5,13 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "dedup_hit",
+    "observe_request",
     "DEDUP_ERRORS",
     "DEDUP_HITS",
     "EVENTS_PUBLISHED",
     "IN_FLIGHT",
+    "IN_FLIGHT_NOW",
     "PRODUCER_ERRORS",
     "PRODUCER_READY",
     "PUBLISH_SECONDS",
@@ -57,6 +60,28 @@ DEDUP_ERRORS = Counter(
     ["operation"],
 )
 IN_FLIGHT = Gauge("smsrx_receiver_requests_in_flight", "Callback requests being handled now")
+
+
+class _InFlight:
+    """The in-flight count as a plain integer, read by IN_FLIGHT when scraped (a
+    Gauge's inc() and dec() each take a lock, twice per request)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def enter(self) -> None:
+        """A request started."""
+        self.count += 1
+
+    def leave(self) -> None:
+        """A request ended."""
+        self.count -= 1
+
+
+IN_FLIGHT_NOW = _InFlight()
+IN_FLIGHT.set_function(lambda: IN_FLIGHT_NOW.count)
 PRODUCER_ERRORS = Counter(
     "smsrx_receiver_producer_errors",
     "Publishes that failed, by reason (timeout, error, not_ready)",
@@ -124,3 +149,30 @@ def initialise(providers: tuple[str, ...], topics: tuple[str, ...]) -> None:
         PUBLISH_SECONDS.labels(topic)
         EVENTS_PUBLISHED.labels(topic)
         SPOOLED.labels(topic)
+
+
+# Label children looked up once: ``.labels()`` validates and locks on every call, which
+# costs more than the increment itself on the per-request path.
+_REQUESTS: dict[tuple[str, str], Counter] = {}
+_REQUEST_SECONDS: dict[str, Histogram] = {}
+_DEDUP_HITS: dict[tuple[str, str], Counter] = {}
+
+
+def observe_request(provider: str, outcome: str, seconds: float) -> None:
+    """Count one callback request and record its duration."""
+    counter = _REQUESTS.get((provider, outcome))
+    if counter is None:
+        counter = _REQUESTS[(provider, outcome)] = REQUESTS.labels(provider, outcome)
+    counter.inc()
+    histogram = _REQUEST_SECONDS.get(provider)
+    if histogram is None:
+        histogram = _REQUEST_SECONDS[provider] = REQUEST_SECONDS.labels(provider)
+    histogram.observe(seconds)
+
+
+def dedup_hit(provider: str, source: str) -> None:
+    """Count one repeated event answered without publishing (source: cache, in_flight, database)."""
+    counter = _DEDUP_HITS.get((provider, source))
+    if counter is None:
+        counter = _DEDUP_HITS[(provider, source)] = DEDUP_HITS.labels(provider, source)
+    counter.inc()

@@ -41,18 +41,18 @@ class Pipeline:
         """Make ``event`` durable unless it already is; raise Unavailable if it cannot be."""
         event_id = event.event_id
         if self.dedup.cached(event_id):
-            metrics.DEDUP_HITS.labels(event.provider, "cache").inc()
+            metrics.dedup_hit(event.provider, "cache")
             return False
         first = self._in_flight.get(event_id)
         if first is not None:
             await asyncio.shield(first)  # re-raises the first copy's Unavailable
-            metrics.DEDUP_HITS.labels(event.provider, "in_flight").inc()
+            metrics.dedup_hit(event.provider, "in_flight")
             return False
         outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._in_flight[event_id] = outcome
         try:
             if await self.dedup.seen(event_id):
-                metrics.DEDUP_HITS.labels(event.provider, "database").inc()
+                metrics.dedup_hit(event.provider, "database")
                 published = False
             else:
                 await self._make_durable(event)

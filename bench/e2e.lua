@@ -1,0 +1,90 @@
+-- wrk script for the end-to-end run: Orange receipts at a steady rate, each for a new
+-- message, and a log line per answer: "<message id> <CLOCK_MONOTONIC seconds> <status>".
+--
+-- Run with as many threads as connections (-tN -cN): each thread then has exactly one
+-- connection, whose answers come back in the order of its requests, so each answer is
+-- matched to its message id. Sends follow the clock (delay() waits for the next slot),
+-- not the answers: a slow answer makes the next request go at once, to catch up.
+--
+-- Arguments (after --): run tag, total rate (requests/s), log folder, start time
+-- (CLOCK_MONOTONIC seconds), number of threads.
+
+local ffi = require("ffi")
+ffi.cdef([[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]])
+local clock = ffi.new("bench_timespec")
+local function now()
+   ffi.C.clock_gettime(1, clock) -- CLOCK_MONOTONIC, the clock of Python's time.monotonic()
+   return tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) * 1e-9
+end
+
+local threads = {}
+
+function setup(thread)
+   thread:set("tid", #threads + 1)
+   table.insert(threads, thread)
+end
+
+local statuses = {
+   "DeliveredToTerminal", "DeliveredToTerminal", "DeliveredToTerminal", "DeliveredToTerminal",
+   "DeliveredToTerminal", "DeliveredToTerminal", "DeliveredToTerminal", "DeliveredToTerminal",
+   "DeliveredToNetwork", "DeliveryImpossible",
+}
+local tag, interval, first_at, log, sent, queue, head, tail
+
+function init(args)
+   tag = args[1]
+   local rate, folder, start, count = tonumber(args[2]), args[3], tonumber(args[4]), tonumber(args[5])
+   interval = count / rate -- seconds between two requests of this thread
+   first_at = start + (tid - 1) / rate -- threads take turns
+   log = io.open(string.format("%s/%03d.log", folder, tid), "w")
+   log:setvbuf("line")
+   math.randomseed(tid)
+   sent, queue, head, tail = 0, {}, 1, 0
+   wrk.method = "POST"
+   wrk.headers["Content-Type"] = "application/json"
+end
+
+function delay()
+   local wait = (first_at + sent * interval - now()) * 1000
+   if wait < 0 then
+      return 0
+   end
+   return wait
+end
+
+function request()
+   sent = sent + 1
+   local id = string.format("%s-%03d-%07d", tag, tid, sent)
+   tail = tail + 1
+   queue[tail] = id
+   local body = string.format(
+      '{"deliveryInfoNotification":{"callbackData":"%s","deliveryInfo":'
+         .. '{"address":"tel:+22507%08d","deliveryStatus":"%s"}}}',
+      id,
+      math.random(0, 99999999),
+      statuses[math.random(#statuses)]
+   )
+   return wrk.format(nil, nil, nil, body)
+end
+
+function response(status, headers, body)
+   local id = queue[head]
+   queue[head] = nil
+   head = head + 1
+   log:write(id, " ", string.format("%.6f", now()), " ", status, "\n")
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      'WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,'
+         .. '"read_errors":%d,"write_errors":%d,"status_errors":%d,"timeouts":%d,'
+         .. '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+      summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+      e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+      latency:percentile(99), latency.max, latency.mean
+   ))
+end

@@ -1,0 +1,31 @@
+"""The receiver's fast partitioner agrees with aiokafka's (and so with the Java client's)."""
+
+from __future__ import annotations
+
+import random
+
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+
+from receiver.partitioner import murmur2 as fast_murmur2
+from receiver.partitioner import partition_for
+
+
+def test_murmur2_matches_aiokafka_for_every_length() -> None:
+    """Random keys of 0 to 99 bytes hash exactly as aiokafka's murmur2 hashes them."""
+    rng = random.Random(20240601)
+    for length in range(100):
+        for _ in range(50):
+            key = rng.randbytes(length)
+            assert fast_murmur2(key) == murmur2(key)
+
+
+def test_partition_for_matches_default_partitioner() -> None:
+    """A keyed record goes to the partition producer.send() would pick."""
+    rng = random.Random(7)
+    for count in (1, 3, 4, 12):
+        partitions = list(range(count))
+        for _ in range(200):
+            key = f"msg-{rng.getrandbits(64):x}".encode()
+            assert partition_for(key, partitions) == DefaultPartitioner()(
+                key, partitions, partitions
+            )
