@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smsrx.clock import utcnow
 from smsrx.codec import (
@@ -165,3 +167,13 @@ def test_readme_lists_every_setting() -> None:
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert [name for name in VARIABLES if f"`{name}`" not in readme] == []
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5))
+def test_event_id_is_uuid5(parts: list[str]) -> None:
+    """The hand-spelled event id equals uuid.uuid5 of the joined parts, for any parts."""
+    import uuid
+
+    from smsrx.events import _NAMESPACE, event_id_for
+
+    assert event_id_for(*parts) == str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
