@@ -176,15 +176,15 @@ async def test_smuggling_and_framing_get_400_and_nothing_dispatched(
     else:
         data = head + FRAMING[name] + SMUGGLED
     before = live.metric("smsrx_receiver_requests_total")
+    topic = live.settings.topics.delivery_receipts
+    records_before = len(await read_topic(live.settings.kafka_bootstrap, topic, idle=0.5))
     answer = await asyncio.to_thread(_raw, live, data)
     assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0], answer[:200]
     status_lines = re.findall(rb"(?:^|\r\n)HTTP/1\.[01] \d{3} ", answer)
     assert len(status_lines) == 1  # one answer: the smuggled request was not dispatched
     assert live.metric("smsrx_receiver_requests_total") == before  # no handler ran at all
-    records = await read_topic(
-        live.settings.kafka_bootstrap, live.settings.topics.delivery_receipts, idle=0.5
-    )
-    assert records == []
+    # Nothing new on the topic (the schemathesis run before may have published valid events).
+    assert len(await read_topic(live.settings.kafka_bootstrap, topic, idle=0.5)) == records_before
 
 
 async def _trickle(live: LiveReceiver, stop: asyncio.Event, closed: list[float]) -> None:

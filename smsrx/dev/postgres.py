@@ -131,7 +131,12 @@ class Postgres:
             death_signal=signal.SIGINT,
         )
         self.child.start()
-        wait_for_port(self.host, self.port, timeout, alive=self.child.alive)
+        try:
+            wait_for_port(self.host, self.port, timeout, alive=self.child.alive)
+        except RuntimeError:
+            log = self.data_dir.parent / "postgres.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
+            raise RuntimeError(f"postgres exited on port {self.port}: {' / '.join(tail)}") from None
         self._wait_ready(timeout)
         logger.info("postgres up url=%s pid=%s", self.url(), self.child.pid)
 

@@ -160,9 +160,18 @@ async def test_worker_process_serves_clean_metrics_and_drains_on_sigterm(setting
         async def scraped() -> bool:
             nonlocal text
             text = await asyncio.to_thread(_scrape, port)
-            return "smsrx_consumer_lag_records{" in text
+            # Counters are bumped after the commit, so wait for all of them, not just one.
+            return all(
+                marker in text
+                for marker in (
+                    "smsrx_consumer_lag_records{",
+                    'outcome="applied"',
+                    "smsrx_consumer_batch_duration_seconds_bucket",
+                    'smsrx_status_regressions_prevented_total{provider="orange"} 1.0',
+                )
+            )
 
-        await wait_for(scraped, "the lag gauge to be exported", timeout=30)
+        await wait_for(scraped, "the lag gauge and counters to be exported", timeout=30)
         assert 'smsrx_status_regressions_prevented_total{provider="orange"} 1.0' in text
         assert (
             'outcome="applied"' in text and "smsrx_consumer_batch_duration_seconds_bucket" in text
