@@ -92,6 +92,10 @@ class Stack:
         """Start PostgreSQL and the broker, migrate, and make a certificate."""
         self.postgres = Postgres(self.workdir / "pg" / "data", durable=self.pg_durable)
         self.postgres.start()
+        # Commit timestamps tell the end-to-end benchmark when each row became visible.
+        asyncio.run(_set_server_option(self.postgres.url(), "track_commit_timestamp", "on"))
+        self.postgres.stop()
+        self.postgres.start()
         self.postgres.create_database("smsrx")
         asyncio.run(migrate(self.database_url))
         self.broker = Broker(log_path=self.workdir / "broker.log")
@@ -246,6 +250,14 @@ class Stack:
             yield self
         finally:
             self.stop()
+
+
+async def _set_server_option(url: str, name: str, value: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    finally:
+        await conn.close()
 
 
 def _wait_ready(service: Service, *, http: bool, ca: Path | None, timeout: float = 60.0) -> None:

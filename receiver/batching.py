@@ -2,6 +2,9 @@
 
 Requests that arrive together each want a dedup lookup; one ``WHERE id = ANY($1)``
 query answers all of them for the price of one round trip.
+
+With ``linger``, a batch waits that long for company before it starts, unless
+``eager`` items are already waiting.
 """
 
 from __future__ import annotations
@@ -20,23 +23,40 @@ class Coalescer(Generic[T, R]):
     """Runs ``batch_fn`` over every item submitted while the previous batch ran."""
 
     def __init__(
-        self, batch_fn: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 1000
+        self,
+        batch_fn: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 1000,
+        linger: float = 0.0,
+        eager: int = 32,
     ) -> None:
         self._batch_fn = batch_fn
         self._max_batch = max_batch
+        self._linger = linger
+        self._eager = eager
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def submit(self, item: T) -> R:
         """Add ``item`` to the next batch and wait for its result."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().call_soon(self._launch)
+            if self._linger > 0:
+                self._timer = loop.call_later(self._linger, self._launch)
+            else:
+                loop.call_soon(self._launch)
+        elif self._timer is not None and len(self._pending) >= self._eager:
+            self._timer.cancel()
+            self._timer = None
+            loop.call_soon(self._launch)
         return await future
 
     def _launch(self) -> None:
+        self._timer = None
         asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:

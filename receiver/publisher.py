@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 _PROBE_INTERVAL = 1.0
 _GENERATION = 0.05
 """Records queued within this many seconds share one deadline timer."""
+_LINGER = 0.002
+"""Seconds a small batch waits for company before it is sent..."""
+_EAGER = 8
+"""...unless this many records are queued already."""
 
 _Record = tuple[str, bytes, bytes, "asyncio.Future[None]"]
 
@@ -184,6 +188,8 @@ class Publisher:
     async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if _LINGER > 0 and len(self._queue) < _EAGER:
+                await asyncio.sleep(_LINGER)
             self._wake.clear()
             while self._queue:
                 records, self._queue = self._queue, []
