@@ -43,6 +43,17 @@ _WRITE_DELAY = 0.05  # seconds a write waits for more rows to share its statemen
 _LOOKUP_LINGER = 0.002  # seconds a lookup waits for others to share its query...
 _LOOKUP_EAGER = 8  # ...unless this many are waiting already
 
+# Everything a dead or restarting PostgreSQL can raise: server errors, client-side
+# connection errors (InterfaceError: connection closed, or released by a failed call),
+# sockets and timeouts. None of them may turn a callback into a 5xx.
+_STORE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 _LOOKUP = "SELECT event_id FROM receiver_dedup WHERE event_id = ANY($1::text[])"
 _INSERT = """INSERT INTO receiver_dedup (event_id, provider, message_id)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
@@ -84,7 +95,7 @@ class _Held:
         if conn is not None:
             try:
                 await asyncio.wait_for(self._pool.release(conn), 1.0)
-            except (asyncpg.PostgresError, OSError, TimeoutError):
+            except _STORE_ERRORS:
                 conn.terminate()
 
 
@@ -144,7 +155,7 @@ class Dedup:
             return False
         try:
             found = await self._lookups.submit(event_id)
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except _STORE_ERRORS as exc:
             self._store_failed("lookup", exc)
             return False
         if found:
@@ -189,7 +200,7 @@ class Dedup:
                 async with asyncio.timeout(self._timeout * 5):
                     conn = await held.get()
                     await conn.execute(_INSERT, *map(list, zip(*batch, strict=True)))
-            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            except _STORE_ERRORS as exc:
                 await held.discard()
                 self._store_failed("write", exc)
             except BaseException:
