@@ -49,11 +49,15 @@ class Target:
     figure: Figure
     bound: float
     higher_is_better: bool
+    requires: tuple[Figure, float] | None = None
+    """Another figure whose median must reach a value too (the rate a latency was at)."""
 
     @property
     def met(self) -> bool:
-        """Whether the median meets the bound."""
+        """Whether the median meets the bound (and the required figure its value)."""
         median = self.figure.median
+        if self.requires is not None and not self.requires[0].median >= self.requires[1]:
+            return False
         return median >= self.bound if self.higher_is_better else median <= self.bound
 
     @property
@@ -88,10 +92,21 @@ class Results:
             figure.values = [x / y for x, y in zip(a.values, b.values, strict=False) if y]
         return figure
 
-    def target(self, label: str, key: str, bound: float, *, higher_is_better: bool) -> None:
+    def target(
+        self,
+        label: str,
+        key: str,
+        bound: float,
+        *,
+        higher_is_better: bool,
+        requires: tuple[str, float] | None = None,
+    ) -> None:
         """Declare a target on an existing figure."""
         if key in self.figures:
-            self.targets.append(Target(label, self.figures[key], bound, higher_is_better))
+            needed = None
+            if requires is not None and requires[0] in self.figures:
+                needed = (self.figures[requires[0]], requires[1])
+            self.targets.append(Target(label, self.figures[key], bound, higher_is_better, needed))
 
 
 _UNITS: dict[str, Callable[[float], str]] = {
@@ -151,7 +166,12 @@ def target_rows(targets: Sequence[Target]) -> list[list[str]]:
             t.wanted,
             f"{fmt(t.figure.median, t.figure.unit)} {t.figure.unit if t.figure.unit != 'ratio' else ''}".strip(),
             f"{t.figure.spread} (n={len(t.figure.values)})",
-            "met" if t.met else "**missed**",
+            ("met" if t.met else "**missed**")
+            + (
+                f" (at {fmt(t.requires[0].median, t.requires[0].unit)} {t.requires[0].unit})"
+                if t.requires is not None
+                else ""
+            ),
         ]
         for t in targets
     ]

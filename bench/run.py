@@ -47,7 +47,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}"
     )
-    parser.add_argument("--seconds", type=float, help="length of each wrk run (8; quick 3)")
+    parser.add_argument("--seconds", type=float, help="length of each wrk run (6; quick 3)")
     parser.add_argument("--receipts", type=int, help="receipts pre-filled (500000; quick 100000)")
     parser.add_argument("--e2e-seconds", type=float, help="end-to-end run length (60; quick 15)")
     parser.add_argument("--e2e-rate", type=int, default=2000, help="end-to-end receipts/s (2000)")
@@ -62,7 +62,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    args.seconds = args.seconds or (3.0 if args.quick else 8.0)
+    args.seconds = args.seconds or (3.0 if args.quick else 6.0)
     args.receipts = args.receipts or (100_000 if args.quick else 500_000)
     args.e2e_seconds = args.e2e_seconds or (15.0 if args.quick else 60.0)
     return args
@@ -73,11 +73,22 @@ def machine() -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
     mem = re.search(r"MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text())
+    import subprocess
+
     import aiohttp
     import aiokafka
     import asyncpg
 
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    changed = git(
+        "status", "--porcelain", "--untracked-files=no", "--", "receiver", "consumers", "smsrx"
+    )
     return {
+        "smsrx commit": (git("rev-parse", "--short", "HEAD") or "unknown")
+        + (" with local changes to receiver/, consumers/ or smsrx/" if changed else ""),
         "cpus": str(os.cpu_count()),
         "cpu model": model.group(1).strip() if model else "unknown",
         "memory": f"{int(mem.group(1)) / 1024 / 1024:.1f} GiB" if mem else "unknown",
