@@ -137,10 +137,10 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def _describe(settings: Settings) -> None:
     scheme = "http" if settings.insecure_http else "https"
     logger.info(
-        "receiver listening on %s://%s:%d bootstrap=%s allow_orange=%s allow_vavasms=%s trusted_proxies=%s",
+        "receiver listening on %s port %d (hosts %s) bootstrap=%s allow_orange=%s allow_vavasms=%s trusted_proxies=%s",
         scheme,
-        settings.receiver_host,
         settings.receiver_port,
+        settings.receiver_host,
         settings.kafka_bootstrap,
         ",".join(map(str, settings.allow_orange)) or "-",
         ",".join(map(str, settings.allow_vavasms)) or "-",

@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smsrx: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, name=args.command)
+    setup_logging(settings.log_level, name=getattr(args, "worker", None) or args.command)
     handler: Handler = args.handler
     try:
         return handler(settings, args)
@@ -157,6 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smsrx: configuration error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a service that is down or not where the settings say
+        print(
+            f"smsrx: {exc.strerror or exc}; is the service up? "
+            "(SMSRX_DATABASE_URL, SMSRX_KAFKA_BOOTSTRAP)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -102,10 +102,16 @@ class Child:
         """Whether the process is running."""
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """Send the stop signal, wait up to ``timeout``, then SIGKILL. Return the exit code."""
+    def stop(self, timeout: float = 10.0, *, signalled: bool = False) -> int | None:
+        """Send the stop signal (unless ``signalled`` already), wait up to ``timeout``, then
+        SIGKILL. Return the exit code. A second signal would interrupt a graceful drain."""
         if self.proc is None:
             return None
+        if self.proc.poll() is None and signalled:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(self.stop_signal)

@@ -277,7 +277,7 @@ def _shutdown(services: list[_Service], postgres: Postgres, broker: Broker, time
             service.child.proc.send_signal(signal.SIGTERM)
     for service in services:
         if service.child is not None:
-            code = service.child.stop(timeout + 5)
+            code = service.child.stop(timeout + 5, signalled=True)
             logger.info("stopped %s (exit code %s)", service.name, code)
     broker.stop()
     postgres.stop()
