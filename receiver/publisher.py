@@ -146,8 +146,13 @@ class Publisher:
             self._partitions.clear()  # re-read from the fresh metadata on the next batch
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send one record and wait for the broker's acknowledgement, or raise Unavailable."""
-        if self._producer is None:
+        """Send one record and wait for the broker's acknowledgement, or raise Unavailable.
+
+        While the broker is known to be unreachable (a send timed out, or the probe failed),
+        this fails at once instead of waiting out the send timeout for every request: the
+        caller spools the event (or answers 503) without holding the carrier's connection.
+        """
+        if self._producer is None or not self._ready:
             metrics.PRODUCER_ERRORS.labels("not_ready").inc()
             raise Unavailable("the event broker is unreachable; retry later")
         started = time.perf_counter()

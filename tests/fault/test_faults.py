@@ -46,7 +46,7 @@ async def test_broker_outage_under_load(make_system) -> None:
         published=published,
         note=f"{spooled:.0f} events in the spool at restart",
     )
-    assert load.sent == 20000 and spooled > 0
+    assert load.sent == 20000 and spooled >= 10000  # the load kept coming through the outage
     assert load.statuses == {200: 20000}, load.statuses  # the spool took everything
     _assert_exact(report)
 
