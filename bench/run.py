@@ -99,6 +99,27 @@ def machine() -> dict[str, str]:
     }
 
 
+class _Contention:
+    """CPU that processes outside this run used while a section ran."""
+
+    def __init__(self, results: Results, name: str) -> None:
+        self.results, self.name = results, name
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+        self.busy, self.ours = procfs.machine_busy_seconds(), procfs.own_cpu_seconds()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.monotonic() - self.started
+        others = (procfs.machine_busy_seconds() - self.busy) - (
+            procfs.own_cpu_seconds() - self.ours
+        )
+        self.results.notes.append(
+            f"contention during {self.name}: other processes used "
+            f"{max(0.0, others) / elapsed:.2f} cores on average ({elapsed / 60:.1f} min)"
+        )
+
+
 async def _sections(
     stack: Stack, args: argparse.Namespace, results: Results, watch: procfs.MemoryWatch
 ) -> None:
@@ -106,11 +127,13 @@ async def _sections(
     if "receiver" in args.only:
         logger.info("== 1. receiver throughput and latency ==")
         await stack.create_topics()
-        await run_receiver(stack, results, watch, runs=runs, seconds=args.seconds)
+        with _Contention(results, "section 1 (receiver)"):
+            await run_receiver(stack, results, watch, runs=runs, seconds=args.seconds)
     if "scale" in args.only:
         logger.info("== 2. scale-out ==")
         await stack.create_topics()
-        await run_scale_out(stack, results, watch, runs=runs, seconds=args.seconds)
+        with _Contention(results, "section 2 (scale-out)"):
+            await run_scale_out(stack, results, watch, runs=runs, seconds=args.seconds)
     if "workers" in args.only:
         logger.info("== 3. worker throughput (%d receipts) ==", args.receipts)
         made = time.perf_counter()
@@ -127,12 +150,14 @@ async def _sections(
             f"worker traffic: {len(traffic.records):,} receipts ({traffic.duplicates:,} duplicates) "
             f"for {traffic.messages:,} messages and {traffic.recipients:,} recipients"
         )
-        await run_workers(stack, results, watch, traffic, runs=runs)
+        with _Contention(results, "section 3 (workers)"):
+            await run_workers(stack, results, watch, traffic, runs=runs)
     if "e2e" in args.only:
         logger.info("== 4. end to end at %d/s for %.0fs ==", args.e2e_rate, args.e2e_seconds)
-        await run_e2e(
-            stack, results, watch, runs=runs, seconds=args.e2e_seconds, rate=args.e2e_rate
-        )
+        with _Contention(results, "section 4 (end to end)"):
+            await run_e2e(
+                stack, results, watch, runs=runs, seconds=args.e2e_seconds, rate=args.e2e_rate
+            )
 
 
 def _targets(results: Results) -> None:

@@ -70,6 +70,8 @@ class _Held:
 
     async def get(self) -> asyncpg.Connection:
         """The held connection, acquired (and set up) first if needed."""
+        if self._conn is not None and self._conn.is_closed():
+            await self.discard()  # the server went away: take a fresh one, not an error
         if self._conn is None:
             conn = await self._pool.acquire()
             try:
