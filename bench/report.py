@@ -62,8 +62,17 @@ class Target:
 
     @property
     def wanted(self) -> str:
-        """The bound, e.g. ``≥ 0.8``."""
-        return f"{'≥' if self.higher_is_better else '≤'} {fmt(self.bound, self.figure.unit)}"
+        """The bound, e.g. ``≥ 0.80`` or ``≤ 25.0 ms``."""
+        unit = "" if self.figure.unit == "ratio" else f" {self.figure.unit}"
+        return f"{'≥' if self.higher_is_better else '≤'} {fmt(self.bound, self.figure.unit)}{unit}"
+
+    @property
+    def attained(self) -> float:
+        """The median as a fraction of the target: 1 or more meets it."""
+        median = self.figure.median
+        if not median:
+            return float("nan")
+        return median / self.bound if self.higher_is_better else self.bound / median
 
 
 @dataclass
@@ -166,6 +175,7 @@ def target_rows(targets: Sequence[Target]) -> list[list[str]]:
             t.wanted,
             f"{fmt(t.figure.median, t.figure.unit)} {t.figure.unit if t.figure.unit != 'ratio' else ''}".strip(),
             f"{t.figure.spread} (n={len(t.figure.values)})",
+            f"{t.attained:.2f}",
             ("met" if t.met else "**missed**")
             + (
                 f" (at {fmt(t.requires[0].median, t.requires[0].unit)} {t.requires[0].unit})"
