@@ -128,7 +128,7 @@ _UNITS: dict[str, Callable[[float], str]] = {
     "s": lambda v: f"{v:,.2f}",
     "µs": lambda v: f"{v:,.0f}",
     "MB": lambda v: f"{v:,.0f}",
-    "ratio": lambda v: f"{v:.2f}",
+    "ratio": lambda v: f"{v:.3f}",
     "records": lambda v: f"{v:,.0f}",
     "%": lambda v: f"{v:.1f}",
 }
@@ -175,7 +175,7 @@ def target_rows(targets: Sequence[Target]) -> list[list[str]]:
             t.wanted,
             f"{fmt(t.figure.median, t.figure.unit)} {t.figure.unit if t.figure.unit != 'ratio' else ''}".strip(),
             f"{t.figure.spread} (n={len(t.figure.values)})",
-            f"{t.attained:.2f}",
+            f"{t.attained:.3f}",
             ("met" if t.met else "**missed**")
             + (
                 f" (at {fmt(t.requires[0].median, t.requires[0].unit)} {t.requires[0].unit})"

@@ -55,6 +55,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--readme", action="store_true", help="write the results into bench/README.md"
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: print (and with --readme, write) the tables of a saved run",
+    )
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
@@ -294,9 +300,24 @@ def _write_readme(text: str) -> None:
     README.write_text(f"{head}{_BEGIN}\n{text}\n{_END}{tail}")
 
 
+def _rerender(args: argparse.Namespace) -> int:
+    saved = json.loads(args.from_json.read_text())
+    results = Results(notes=list(saved["notes"]))
+    for key, doc in saved["figures"].items():
+        results.figure(key, doc["name"], doc["unit"]).values = list(doc["values"])
+    _targets(results)
+    memory = saved.get("memory", [])
+    print(render(results, saved["machine"], memory, markdown=False))
+    if args.readme:
+        _write_readme(render(results, saved["machine"], memory, markdown=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; return an exit code."""
     args = _args(argv)
+    if args.from_json:
+        return _rerender(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     require_wrk()
