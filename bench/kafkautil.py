@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from receiver.partitioner import partition_for
+from smsrx.partitioner import partition_for
 
 __all__ = ["Offsets", "highwaters", "prefill"]
 

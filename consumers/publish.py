@@ -10,43 +10,14 @@ other clients agree on the partition of a key.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-__all__ = ["murmur2", "partition_for", "publish_many"]
+from smsrx.partitioner import partition_for
 
-_M = 0x5BD1E995
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash, bit for bit as ``aiokafka.partitioner.murmur2`` computes it,
-    about twice as fast (whole 32-bit words instead of bytes)."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    words = length >> 2
-    for k in struct.unpack_from(f"<{words}I", data):
-        k = (k * _M) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-        h = ((h * _M) & 0xFFFFFFFF) ^ k
-    extra = length & 3
-    if extra:
-        if extra == 3:
-            h ^= data[-1] << 16
-        if extra >= 2:
-            h ^= data[(words << 2) + 1] << 8
-        h ^= data[words << 2]
-        h = (h * _M) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * _M) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-
-
-def partition_for(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (``partitions`` sorted)."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+__all__ = ["publish_many"]
 
 
 async def publish_many(

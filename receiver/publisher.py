@@ -13,7 +13,7 @@ queued records wait :data:`_LINGER` (2 ms) for company first: every produce requ
 costs the broker and this process a wake-up, and at 1,000–2,000 callbacks/s sharing
 them saved 10–25 % of the CPU the receiver, broker and database spend per callback
 (bench/README.md). Partitions are chosen as ``producer.send`` chooses them (see
-:mod:`receiver.partitioner`), so each message's records stay on one partition.
+:mod:`smsrx.partitioner`), so each message's records stay on one partition.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from prometheus_client import Counter, Histogram
 
 from receiver import metrics
 from receiver.errors import Unavailable
-from receiver.partitioner import partition_for
 from smsrx.kafka import make_producer, stop_bounded
+from smsrx.partitioner import partition_for
 from smsrx.settings import Settings
 
 __all__ = ["Publisher"]

@@ -6,8 +6,8 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from receiver.partitioner import murmur2 as fast_murmur2
-from receiver.partitioner import partition_for
+from smsrx.partitioner import murmur2 as fast_murmur2
+from smsrx.partitioner import partition_for
 
 
 def test_murmur2_matches_aiokafka_for_every_length() -> None:

@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from consumers.publish import murmur2, partition_for
+from smsrx.partitioner import murmur2, partition_for
 
 
 def test_murmur2_is_kafkas() -> None:
