@@ -33,7 +33,19 @@ async def running_receiver(
     settings: Settings, tls: dict[str, Path], host: str = "::"
 ) -> AsyncIterator[RunningReceiver]:
     """Serve the real app on ``host`` (``::`` is dual-stack: IPv4 peers arrive IPv4-mapped)."""
-    port = free_port("127.0.0.1")
+    # The listening socket is bound first, at port 0, so the port cannot be taken between
+    # choosing it and binding it (a free_port() probe races other tests' connections).
+    if host == "::":
+        # asyncio makes IPv6 listeners V6ONLY; a dual-stack socket is built by hand so
+        # that IPv4 clients arrive as IPv4-mapped IPv6 peers (::ffff:a.b.c.d).
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = int(sock.getsockname()[1])
     settings = settings.with_(
         tls_cert=tls["cert"],
         tls_key=tls["key"],
@@ -42,17 +54,12 @@ async def running_receiver(
     )
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    if host == "::":
-        # asyncio makes IPv6 listeners V6ONLY; a dual-stack socket is built by hand so
-        # that IPv4 clients arrive as IPv4-mapped IPv6 peers (::ffff:a.b.c.d).
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", port))
-        site: web.BaseSite = web.SockSite(runner, sock, ssl_context=ssl_context(settings))
-    else:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context(settings))
+    try:
+        await runner.setup()
+    except BaseException:
+        sock.close()
+        raise
+    site = web.SockSite(runner, sock, ssl_context=ssl_context(settings))
     await site.start()
     try:
         yield RunningReceiver(f"https://localhost:{port}", settings, app)
