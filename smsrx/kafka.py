@@ -50,6 +50,10 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "max_poll_records": settings.batch_max_records,
+        # A fetch answers once fetch.min.bytes are there or after this wait. Apache Kafka
+        # answers as soon as records exist; some brokers (Tansu) wait much of it anyway,
+        # so aiokafka's 500 ms default would be most of the end-to-end latency.
+        "fetch_max_wait_ms": max(1, int(settings.fetch_max_wait * 1000)),
         "client_id": group_id,
     }
     options.update(overrides)

@@ -56,6 +56,7 @@ VARIABLES: dict[str, str] = {
     "SMSRX_SPOOL_MAX_BYTES": "spool size limit, 503 when full; 0 turns the spool off (256 MiB)",
     "SMSRX_SPOOL_REPLAY_RATE": "events per second replayed from the spool once the broker is back (2000)",
     "SMSRX_BATCH_MAX_RECORDS": "largest batch a worker applies in one transaction (5000)",
+    "SMSRX_FETCH_MAX_WAIT": "longest a worker's fetch waits at the broker for more records (100ms)",
     "SMSRX_EXPIRY_HORIZON": "time without a final status before 'expired' (72h)",
     "SMSRX_EXPIRY_SWEEP_INTERVAL": "how often the expiry sweep runs (60s)",
     "SMSRX_SHUTDOWN_TIMEOUT": "longest graceful drain on SIGTERM (10s)",
@@ -173,6 +174,7 @@ class Settings:
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_replay_rate: int = 2000
     batch_max_records: int = 5000
+    fetch_max_wait: float = 0.1
     expiry_horizon: float = 72 * 3600.0
     expiry_sweep_interval: float = 60.0
     shutdown_timeout: float = 10.0
@@ -227,6 +229,7 @@ class Settings:
             spool_max_bytes=env.integer("SMSRX_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
             spool_replay_rate=env.integer("SMSRX_SPOOL_REPLAY_RATE", 2000, minimum=1),
             batch_max_records=env.integer("SMSRX_BATCH_MAX_RECORDS", 5000, minimum=1),
+            fetch_max_wait=env.duration("SMSRX_FETCH_MAX_WAIT", "100ms"),
             expiry_horizon=env.duration("SMSRX_EXPIRY_HORIZON", "72h"),
             expiry_sweep_interval=env.duration("SMSRX_EXPIRY_SWEEP_INTERVAL", "60s"),
             shutdown_timeout=env.duration("SMSRX_SHUTDOWN_TIMEOUT", "10s"),

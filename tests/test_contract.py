@@ -177,3 +177,19 @@ def test_event_id_is_uuid5(parts: list[str]) -> None:
     from smsrx.events import _NAMESPACE, event_id_for
 
     assert event_id_for(*parts) == str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+async def test_fetch_max_wait_reaches_the_consumer() -> None:
+    """SMSRX_FETCH_MAX_WAIT is parsed as a duration and bounds every worker's fetch."""
+    from smsrx.kafka import make_consumer
+    from smsrx.settings import ConfigError, Settings
+
+    assert Settings.from_env({}).fetch_max_wait == 0.1
+    settings = Settings.from_env({"SMSRX_FETCH_MAX_WAIT": "20ms"})
+    consumer = make_consumer(settings, group_id="g")  # not started: nothing connects
+    try:
+        assert consumer._fetch_max_wait_ms == 20
+    finally:
+        await consumer.stop()
+    with pytest.raises(ConfigError, match="SMSRX_FETCH_MAX_WAIT"):
+        Settings.from_env({"SMSRX_FETCH_MAX_WAIT": "soon"})
