@@ -28,8 +28,8 @@ lint: $(VENV)/.test-installed
 test: lint                           ## lint, type-check and the full test suite
 	$(BIN)/pytest
 
-bench: $(VENV)/.run-installed
-	$(BIN)/python bench/run.py
+bench: $(VENV)/.run-installed          ## every benchmark; options: make bench ARGS='--quick'
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .smsrx .pytest_cache .mypy_cache .ruff_cache
