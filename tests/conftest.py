@@ -116,6 +116,10 @@ async def settings_factory(
         spool_dir=tmp_path / "spool",
         state_dir=tmp_path,
         shutdown_timeout=5.0,
+        # Fixture receipts are dated in the past (tests/consumers: March 2026): with the
+        # default 72 h horizon, a worker running over a minute would expire them, and the
+        # synthetic receipts would break the tests' exact counts. Expiry tests set their own.
+        expiry_horizon=20 * 365 * 86400.0,
     )
     await create_topics(base)
 

@@ -38,6 +38,7 @@ def _env(settings: Settings, batch: int) -> dict[str, str]:
         SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
         SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
         SMSRX_BATCH_MAX_RECORDS=str(batch),
+        SMSRX_EXPIRY_HORIZON=f"{settings.expiry_horizon:.0f}s",
         SMSRX_SHUTDOWN_TIMEOUT="5s",
         SMSRX_LOG_LEVEL="INFO",
     )
@@ -170,7 +171,9 @@ async def _blocked(db) -> bool:
 async def test_rebalance_mid_stream_ends_exact(settings_factory, runner, db) -> None:
     """Two workers of each kind in one group, one joining and one leaving mid-stream, end
     with every count exact."""
-    settings = settings_factory(batch_max_records=100)
+    # The expiry sweep runs every second, as it would in a long run: it must leave alone
+    # recipients within the horizon (the default one is a minute).
+    settings = settings_factory(batch_max_records=100, expiry_sweep_interval=1.0)
     story = workload(1000, recipients=2, duplicates=0.3, seed=5)
     expected = oracle(story.distinct)
     finals = Counter(v["status"] for v in expected.values() if v["is_final"])
