@@ -172,7 +172,7 @@ async def test_rebalance_mid_stream_ends_exact(settings_factory, runner, db) -> 
     """Two workers of each kind in one group, one joining and one leaving mid-stream, end
     with every count exact."""
     # The expiry sweep runs every second, as it would in a long run: it must leave alone
-    # recipients within the horizon (the default one is a minute).
+    # recipients within the horizon (by default it first runs after a minute).
     settings = settings_factory(batch_max_records=100, expiry_sweep_interval=1.0)
     story = workload(1000, recipients=2, duplicates=0.3, seed=5)
     expected = oracle(story.distinct)
