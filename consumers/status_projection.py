@@ -61,6 +61,7 @@ class StatusProjection(Worker):
 
     role = "status-projection"
     group = "smsrx-status-projection"
+    lanes = 2
 
     def __init__(self, settings: Settings, *, expiry_sweep: bool = True, **options: Any) -> None:
         super().__init__(settings, **options)
@@ -113,7 +114,13 @@ class StatusProjection(Worker):
             distinct.reverse()  # first occurrence of each event_id, in arrival order
             new_receipts, stored = await insert_receipts(conn, distinct)
             plan = plan_receipts(new_receipts, stored)
-            published = list(self.outbox.acknowledged) if self.outbox is not None else []
+            # One lane deletes the rows already published: two concurrent transactions
+            # deleting the same rows would wait on each other's locks.
+            published = (
+                list(self.outbox.acknowledged)
+                if self.outbox is not None and batch.lane == 0
+                else []
+            )
             rows = await apply_plan(conn, plan, stored, published) if plan.updates else []
             result.applied[topics.delivery_receipts] += len(new_receipts)
             result.duplicate[topics.delivery_receipts] += len(received) - len(new_receipts)

@@ -12,8 +12,11 @@ by ``shutdown_timeout``, ``handle_signals=False`` for tests) and aiokafka's
 5. run :meth:`Worker.after_batch` (publishing the outbox, say).
 
 Steps 1-2 of the next batch run while steps 3-5 of the current one wait on the
-database, so Python and PostgreSQL work at the same time; transactions still run
-one at a time, in order.
+database, so Python and PostgreSQL work at the same time; batches still run one at a
+time, in order. A worker with ``lanes = 2`` (status-projection) splits each batch by
+partition number into two transactions that run concurrently: records of one message
+share a partition number on every topic, so the two touch disjoint rows. Offsets of a
+lane are committed only once its own transaction has.
 
 When partitions are revoked, the rebalance listener waits for the batch in flight
 and commits what is done. When PostgreSQL is down, the same batch is retried with
@@ -59,10 +62,12 @@ _LAG_INTERVAL = 1.0
 class Batch:
     """The decoded events of one ``getmany``, as ``(topic, event)`` in consumption order."""
 
-    __slots__ = ("_by_topic", "items")
+    __slots__ = ("_by_topic", "items", "lane")
 
-    def __init__(self, items: list[tuple[str, Any]]) -> None:
+    def __init__(self, items: list[tuple[str, Any]], lane: int = 0) -> None:
         self.items = items
+        self.lane = lane
+        """Which of the worker's concurrent transactions this is (0: the first)."""
         self._by_topic: dict[str, list[Any]] | None = None
 
     def of(self, topic: str) -> list[Any]:
@@ -76,7 +81,7 @@ class Batch:
     def halves(self) -> tuple[Batch, Batch]:
         """The first and second half, to isolate a record the database refuses."""
         middle = len(self.items) // 2
-        return Batch(self.items[:middle]), Batch(self.items[middle:])
+        return Batch(self.items[:middle], self.lane), Batch(self.items[middle:], self.lane)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -144,6 +149,10 @@ class Worker(abc.ABC):
     """Process role, used in logs and the ``worker`` metrics label."""
     group: ClassVar[str]
     """Consumer group, after the deployment's topic prefix."""
+    lanes: ClassVar[int] = 1
+    """Concurrent transactions per batch. With more than one, a batch is split by
+    partition number (records of one message share it on every topic, keyed alike), so
+    the transactions touch disjoint rows and PostgreSQL works on them in parallel."""
 
     def __init__(
         self,
@@ -394,20 +403,37 @@ class Worker(abc.ABC):
             parts = {tp: part for tp, part in prepared.parts.items() if tp in assigned}
             if not parts:
                 return
-            batch = Batch([item for part in parts.values() for item in part.items])
-            result = await self._apply_with_retry(batch)
-            if result is None:
+            lanes: dict[int, dict[TopicPartition, _Part]] = {}
+            for tp, part in parts.items():
+                lanes.setdefault(tp.partition % self.lanes, {})[tp] = part
+            batches = [
+                Batch([item for part in lane.values() for item in part.items], index)
+                for index, lane in enumerate(lanes.values())
+            ]
+            if len(batches) == 1:
+                results = [await self._apply_with_retry(batches[0])]
+            else:
+                results = list(await asyncio.gather(*map(self._apply_with_retry, batches)))
+            size = 0
+            done: dict[TopicPartition, _Part] = {}
+            merged = Applied()
+            for lane, result in zip(lanes.values(), results, strict=True):
+                if result is None:  # abandoned uncommitted: its partitions are redelivered
+                    continue
+                for tp, part in lane.items():
+                    result.invalid[tp.topic] += part.invalid
+                    size += part.size
+                    done[tp] = part
+                merged.merge(result)
+            if not done:
                 return
-            for tp, part in parts.items():
-                result.invalid[tp.topic] += part.invalid
-            for callback in result.on_commit:
+            for callback in merged.on_commit:
                 callback()
-            for tp, part in parts.items():
+            for tp, part in done.items():
                 self._done[tp] = part.next_offset
             await self._commit()
-            size = sum(part.size for part in parts.values())
             self.processed += size
-            self._observe(result, size, len(parts), time.perf_counter() - prepared.started)
+            self._observe(merged, size, len(done), time.perf_counter() - prepared.started)
         await self.after_batch()
 
     async def _apply_with_retry(self, batch: Batch) -> Applied | None:

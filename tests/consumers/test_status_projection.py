@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+from asyncpg import connect as asyncpg_connect
+
 from consumers.expiry import EXPIRED_PROVIDER_STATUS
 from smsrx.clock import utcnow
 from smsrx.codec import decode_status_change, encode
@@ -241,3 +243,63 @@ async def test_outbox_rows_left_by_a_crash_are_published_on_start(settings, runn
     by_id = {c.event_id: c for c in (decode_status_change(r.value) for r in published)}
     assert by_id == {c.event_id: c for c in changes}
     assert {bytes(r.key) for r in published} == {c.key for c in changes}
+
+
+def _message_in_lane(lane: int, partitions: int) -> str:
+    """A message id whose records land on a partition of ``lane`` (of 2)."""
+    from smsrx.partitioner import partition_for
+
+    return next(
+        f"lane-{lane}-{i}"
+        for i in range(1000)
+        if partition_for(f"lane-{lane}-{i}".encode(), list(range(partitions))) % 2 == lane
+    )
+
+
+async def test_a_blocked_lane_does_not_hold_the_other(settings, runner, db) -> None:
+    """A batch is applied as two transactions split by partition: while one waits on a row
+    lock, the other commits; once the lock goes, both are applied and offsets committed."""
+    partitions = settings.topic_partitions
+    waiting, free = _message_in_lane(1, partitions), _message_in_lane(0, partitions)
+    recipient = "+2250700000001"
+    await db.execute(
+        "INSERT INTO recipient_status (provider, message_id, recipient) VALUES ('orange', $1, $2)",
+        waiting,
+        recipient,
+    )
+    topic = settings.topics.delivery_receipts
+    await feed(
+        settings,
+        topic,
+        [
+            receipt(waiting, recipient, Status.DELIVERED, T0),
+            receipt(free, recipient, Status.SENT, T0),
+        ],
+    )
+    lock = db.transaction()
+    await lock.start()
+    try:
+        await db.execute("SELECT 1 FROM recipient_status WHERE message_id = $1 FOR UPDATE", waiting)
+        worker = runner.start(runner.projection())
+
+        async def visible(message_id: str) -> bool:
+            # read on another connection: this one holds the lock's transaction
+            conn = await asyncpg_connect(settings.database_url)
+            try:
+                row = await conn.fetchval(
+                    "SELECT status FROM recipient_status WHERE message_id = $1", message_id
+                )
+            finally:
+                await conn.close()
+            return row is not None
+
+        await wait_for(lambda: visible(free), "the free lane to commit")
+        assert not await visible(waiting)
+        assert worker.processed == 0  # offsets wait for both lanes
+    finally:
+        await lock.rollback()
+    await runner.drain(worker, records=2)
+    assert (
+        await db.fetchval("SELECT status FROM recipient_status WHERE message_id = $1", waiting)
+        == "delivered"
+    )
