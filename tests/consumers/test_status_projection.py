@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from asyncpg import connect as asyncpg_connect
+import asyncpg
 
 from consumers.expiry import EXPIRED_PROVIDER_STATUS
 from smsrx.clock import utcnow
@@ -284,7 +284,7 @@ async def test_a_blocked_lane_does_not_hold_the_other(settings, runner, db) -> N
 
         async def visible(message_id: str) -> bool:
             # read on another connection: this one holds the lock's transaction
-            conn = await asyncpg_connect(settings.database_url)
+            conn = await asyncpg.connect(settings.database_url)
             try:
                 row = await conn.fetchval(
                     "SELECT status FROM recipient_status WHERE message_id = $1", message_id
