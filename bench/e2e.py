@@ -37,6 +37,8 @@ from bench.report import Results
 from bench.scrape import metric_sum, sampling, scrape
 from bench.stack import Service, Stack
 from bench.wrk import E2E_SCRIPT, WrkResult, run_wrk
+from consumers.analytics import Analytics
+from consumers.status_projection import StatusProjection
 
 __all__ = ["run_e2e"]
 
@@ -197,8 +199,8 @@ async def _repetition(
         url=f"https://127.0.0.1:{receiver.port}/callbacks/orange/dr",
         receiver=receiver,
         groups={
-            "status-projection": Offsets(stack.bootstrap, prefix + "smsrx-status-projection"),
-            "analytics": Offsets(stack.bootstrap, prefix + "smsrx-analytics"),
+            "status-projection": Offsets(stack.bootstrap, prefix + StatusProjection.group),
+            "analytics": Offsets(stack.bootstrap, prefix + Analytics.group),
         },
         topic=topic,
         partitions=sorted(await highwaters(stack.bootstrap, topic)),
@@ -217,7 +219,8 @@ async def _repetition(
         if "e2e.receiver" not in watch.idle:
             for name, pids in processes.items():
                 watch.record_idle(f"e2e.{name}", pids(), summed=name == "postgres")
-        async with sampling(watch, {f"e2e.{n}": p for n, p in processes.items()}):
+        groups = {f"e2e.{n}": p for n, p in processes.items()}
+        async with sampling(watch, groups, summed={"e2e.postgres"}):
             run = await _one_run(system, conn, rate=rate, seconds=seconds)
         _record(results, run, rate)
     finally:

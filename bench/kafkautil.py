@@ -11,42 +11,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from smsrx.partitioner import partition_for
+from consumers.publish import publish_many
+from smsrx.kafka import make_producer
+from smsrx.settings import Settings
 
 __all__ = ["Offsets", "highwaters", "prefill"]
 
 
-async def prefill(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> float:
-    """Produce (key, value) records with the batch API, keyed as the receiver keys them.
+async def prefill(settings: Settings, topic: str, records: Sequence[tuple[bytes, bytes]]) -> float:
+    """Produce (key, value) records with the batch API, keyed as the receiver keys them
+    (the workers' own :func:`~consumers.publish.publish_many`).
 
     Returns the rate in records per second.
     """
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024, linger_ms=0
-    )
+    producer = make_producer(settings)
     await producer.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        partitions = list(await producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in partitions}
-        for key, value in records:
-            by_partition[partition_for(key, partitions)].append((key, value))
-        acks = []
-        for partition, rows in by_partition.items():
-            builder = producer.create_batch()
-            for key, value in rows:
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    builder.close()
-                    acks.append(await producer.send_batch(builder, topic, partition=partition))
-                    builder = producer.create_batch()
-                    builder.append(key=key, value=value, timestamp=None)
-            builder.close()
-            if builder.record_count():
-                acks.append(await producer.send_batch(builder, topic, partition=partition))
-        await asyncio.gather(*acks)
+        await publish_many(producer, topic, records)
     finally:
         await producer.stop()
     return len(records) / (loop.time() - started)

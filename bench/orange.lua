@@ -81,14 +81,5 @@ function request()
    return wrk.format(nil, nil, nil, body)
 end
 
-function done(summary, latency, requests)
-   local e = summary.errors
-   io.write(string.format(
-      'WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,'
-         .. '"read_errors":%d,"write_errors":%d,"status_errors":%d,"timeouts":%d,'
-         .. '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
-      summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
-      e.status, e.timeout, latency:percentile(50), latency:percentile(90),
-      latency:percentile(99), latency.max, latency.mean
-   ))
-end
+-- done(): the shared report line (bench/wrk_report.lua, next to this script)
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_report.lua")

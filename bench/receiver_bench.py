@@ -49,7 +49,6 @@ def _cpu(pids: list[int]) -> float:
 
 
 async def _load(
-    stack: Stack,
     results: Results,
     target: _Target,
     connections: int,
@@ -110,7 +109,7 @@ async def run_receiver(
         logger.info("receiver: repetition %d of %d", repetition + 1, runs)
         for connections in CONNECTIONS:
             for target in targets:
-                await _load(stack, results, target, connections, seconds, watch)
+                await _load(results, target, connections, seconds, watch)
     for target in targets:
         if target.service.metrics_port:
             _outcomes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,10 +38,14 @@ def metric_sum(samples: Samples, name: str, **labels: str) -> float:
 
 @contextlib.asynccontextmanager
 async def sampling(
-    watch: MemoryWatch, groups: dict[str, Callable[[], list[int]]], interval: float = 0.25
+    watch: MemoryWatch,
+    groups: dict[str, Callable[[], list[int]]],
+    interval: float = 0.25,
+    *,
+    summed: Collection[str] = (),
 ) -> AsyncIterator[None]:
-    """Sample the peak memory of each group while the block runs."""
-    summed = {"postgres"}
+    """Sample the peak memory of each group while the block runs; the groups in ``summed``
+    (processes sharing memory, such as PostgreSQL's) as the sum of their PSS."""
 
     async def loop() -> None:
         while True:

@@ -29,6 +29,8 @@ from bench.report import Results
 from bench.scrape import sampling
 from bench.stack import Stack
 from bench.traffic import Campaign
+from consumers.analytics import Analytics
+from consumers.status_projection import StatusProjection
 
 __all__ = ["run_workers"]
 
@@ -97,7 +99,7 @@ async def _drain(
 ) -> tuple[float, float, float, float]:
     """Run a worker until its group committed everything; return (events/s, seconds, µs
     of worker CPU per event, µs of PostgreSQL CPU per event)."""
-    group = prefix + {"status-projection": "smsrx-status-projection"}.get(worker, "smsrx-analytics")
+    group = prefix + (StatusProjection if worker == "status-projection" else Analytics).group
     extra = ("--no-expiry-sweep",) if worker == "status-projection" else ()
     offsets = Offsets(stack.bootstrap, group)
     total = sum(count for _, count in totals.values())
@@ -176,7 +178,7 @@ async def run_workers(
         logger.info("workers: repetition %d of %d, topics %s*", repetition + 1, runs, prefix)
         await stack.create_topics(prefix)
         await stack.truncate()
-        rate = await prefill(stack.bootstrap, settings.topics.delivery_receipts, campaign.records)
+        rate = await prefill(settings, settings.topics.delivery_receipts, campaign.records)
         results.add("workers.prefill", "pre-fill with aiokafka's batch API", "msg/s", rate)
         receipts_topic = settings.topics.delivery_receipts
         marks = await highwaters(stack.bootstrap, receipts_topic)

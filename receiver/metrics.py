@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "dedup_hit",
+    "observe_publish",
     "observe_request",
     "DEDUP_ERRORS",
     "DEDUP_HITS",
@@ -153,26 +157,23 @@ def initialise(providers: tuple[str, ...], topics: tuple[str, ...]) -> None:
 
 # Label children looked up once: ``.labels()`` validates and locks on every call, which
 # costs more than the increment itself on the per-request path.
-_REQUESTS: dict[tuple[str, str], Counter] = {}
-_REQUEST_SECONDS: dict[str, Histogram] = {}
-_DEDUP_HITS: dict[tuple[str, str], Counter] = {}
+@functools.cache
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    return metric.labels(*labels)
 
 
 def observe_request(provider: str, outcome: str, seconds: float) -> None:
     """Count one callback request and record its duration."""
-    counter = _REQUESTS.get((provider, outcome))
-    if counter is None:
-        counter = _REQUESTS[(provider, outcome)] = REQUESTS.labels(provider, outcome)
-    counter.inc()
-    histogram = _REQUEST_SECONDS.get(provider)
-    if histogram is None:
-        histogram = _REQUEST_SECONDS[provider] = REQUEST_SECONDS.labels(provider)
-    histogram.observe(seconds)
+    _child(REQUESTS, (provider, outcome)).inc()
+    _child(REQUEST_SECONDS, (provider,)).observe(seconds)
+
+
+def observe_publish(topic: str, seconds: float) -> None:
+    """Count one event the broker acknowledged and record how long that took."""
+    _child(PUBLISH_SECONDS, (topic,)).observe(seconds)
+    _child(EVENTS_PUBLISHED, (topic,)).inc()
 
 
 def dedup_hit(provider: str, source: str) -> None:
     """Count one repeated event answered without publishing (source: cache, in_flight, database)."""
-    counter = _DEDUP_HITS.get((provider, source))
-    if counter is None:
-        counter = _DEDUP_HITS[(provider, source)] = DEDUP_HITS.labels(provider, source)
-    counter.inc()
+    _child(DEDUP_HITS, (provider, source)).inc()

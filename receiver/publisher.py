@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Histogram
 
 from receiver import metrics
 from receiver.errors import Unavailable
@@ -89,8 +88,6 @@ class Publisher:
         self._generation: list[asyncio.Future[None]] = []
         self._generation_ends = 0.0
         self._partitions: dict[str, list[int]] = {}
-        self._publish_seconds: dict[str, Histogram] = {}
-        self._published: dict[str, Counter] = {}
 
     @property
     def ready(self) -> bool:
@@ -184,12 +181,7 @@ class Publisher:
             metrics.PRODUCER_ERRORS.labels("error").inc()
             logger.warning("publish failed topic=%s error=%s", topic, exc)
             raise Unavailable("the event broker refused the event; retry later") from None
-        histogram = self._publish_seconds.get(topic)
-        if histogram is None:
-            histogram = self._publish_seconds[topic] = metrics.PUBLISH_SECONDS.labels(topic)
-            self._published[topic] = metrics.EVENTS_PUBLISHED.labels(topic)
-        histogram.observe(time.perf_counter() - started)
-        self._published[topic].inc()
+        metrics.observe_publish(topic, time.perf_counter() - started)
 
     async def _send_loop(self) -> None:
         while True:

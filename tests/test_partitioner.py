@@ -1,4 +1,5 @@
-"""The receiver's fast partitioner agrees with aiokafka's (and so with the Java client's)."""
+"""smsrx.partitioner (the receiver's records, the workers' status changes) agrees with
+aiokafka's partitioner, and so with the Java client's."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def test_partition_for_matches_default_partitioner() -> None:
     rng = random.Random(7)
     for count in (1, 3, 4, 12):
         partitions = list(range(count))
-        for _ in range(200):
-            key = f"msg-{rng.getrandbits(64):x}".encode()
+        keys = [f"msg-{rng.getrandbits(64):x}".encode() for _ in range(200)]
+        keys.append(b"8f3a2c1e-5b7d-4e9a-a1c3-2d4f6e8b0a9c/+2250700000000")  # a status change's
+        for key in keys:
             assert partition_for(key, partitions) == DefaultPartitioner()(
                 key, partitions, partitions
             )
