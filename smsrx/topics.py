@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DELIVERY_RECEIPTS", "INBOUND", "MESSAGE_STATUS", "SUBMISSIONS", "Topics"]
+__all__ = [
+    "DEAD_LETTER",
+    "DELIVERY_RECEIPTS",
+    "INBOUND",
+    "MESSAGE_STATUS",
+    "SUBMISSIONS",
+    "Topics",
+]
 
 DELIVERY_RECEIPTS = "sms.delivery-receipts.v1"
 INBOUND = "sms.inbound.v1"
 SUBMISSIONS = "sms.submissions.v1"
 MESSAGE_STATUS = "sms.message-status.v1"
+DEAD_LETTER = "sms.dead-letter.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,17 @@ class Topics:
         """Changes of a recipient's current status, published by status-projection."""
         return self.prefix + MESSAGE_STATUS
 
+    @property
+    def dead_letter(self) -> str:
+        """Records a worker or the spool replayer could not use, with the reason."""
+        return self.prefix + DEAD_LETTER
+
     def all(self) -> tuple[str, ...]:
         """Every topic smsrx reads or writes."""
-        return (self.delivery_receipts, self.inbound, self.submissions, self.message_status)
+        return (
+            self.delivery_receipts,
+            self.inbound,
+            self.submissions,
+            self.message_status,
+            self.dead_letter,
+        )

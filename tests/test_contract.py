@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from smsrx.codec import (
     decode_submission,
     encode,
 )
+from smsrx.deadletter import DeadLetter, encode_dead_letter
 from smsrx.events import DeliveryReceipt, InboundMessage, Submission
 from smsrx.phones import InvalidPhoneNumber, country_alpha3, to_e164
 from smsrx.statuses import Status, supersedes
@@ -150,13 +152,33 @@ def test_records_match_published_json_schemas() -> None:
             ),
         ),
     ]
-    for name, event in cases:
+    values = [(name, encode(event)) for name, event in cases]
+    values.append(
+        (
+            "dead-letter.v1.json",
+            encode_dead_letter(
+                DeadLetter("analytics", "not JSON", "t", b"k", b"\xff{", partition=1, offset=7)
+            ),
+        )
+    )
+    for name, value in values:
         schema = json.loads((schemas / name).read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
         validator = jsonschema.Draft202012Validator(
             schema, format_checker=jsonschema.FormatChecker()
         )
-        validator.validate(json.loads(encode(event)))
+        validator.validate(json.loads(value))
+
+
+def test_dead_letter_keeps_the_exact_bytes() -> None:
+    """A dead letter carries the original value byte for byte, and as text when it is UTF-8."""
+    import base64
+
+    raw = orjson.loads(encode_dead_letter(DeadLetter("analytics", "r", "t", None, b"\xff\x00a")))
+    assert base64.b64decode(raw["value_base64"]) == b"\xff\x00a"
+    assert raw["value_text"] is None
+    text = orjson.loads(encode_dead_letter(DeadLetter("analytics", "r", "t", b"k", b"{}")))
+    assert text["value_text"] == "{}" and text["key"] == "k"
 
 
 def test_readme_lists_every_setting() -> None:

@@ -1,0 +1,67 @@
+"""Dead letters: records that a worker or the spool replayer could not use, kept whole.
+
+Nothing smsrx acknowledged is ever dropped silently. A record that a worker judges
+invalid (it does not decode, or PostgreSQL refuses its data), or that the broker
+refuses for good during spool replay, is published to ``sms.dead-letter.v1`` with the
+reason and the original bytes, keyed like the original. An operator can read it,
+mend the cause and republish ``value`` to ``topic``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+from smsrx.clock import utcnow
+
+__all__ = ["DeadLetter", "encode_dead_letter"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record that could not be used, and why."""
+
+    source: str
+    """Who gave it up: ``status-projection``, ``analytics`` or ``receiver-replay``."""
+    reason: str
+    """Why, in one line (the decode error, or PostgreSQL's message)."""
+    topic: str
+    """The topic the record was read from, or meant for."""
+    key: bytes | None
+    """The original record key."""
+    value: bytes | None
+    """The original record value, byte for byte."""
+    partition: int | None = None
+    """Its partition, when it was read from Kafka."""
+    offset: int | None = None
+    """Its offset, when it was read from Kafka."""
+
+
+def encode_dead_letter(letter: DeadLetter, *, at: datetime | None = None) -> bytes:
+    """The ``sms.dead-letter.v1`` record value: JSON with the original bytes in base64.
+
+    ``value_text`` repeats the value as text when it is valid UTF-8, for people and
+    ``jq``; ``value_base64`` is the exact original either way.
+    """
+    value = letter.value
+    text: str | None
+    try:
+        text = None if value is None else value.decode()
+    except UnicodeDecodeError:
+        text = None
+    doc = {
+        "source": letter.source,
+        "reason": letter.reason,
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "key": None if letter.key is None else letter.key.decode(errors="replace"),
+        "value_text": text,
+        "value_base64": None if value is None else base64.b64encode(value).decode(),
+        "dead_at": (at or utcnow()).isoformat().replace("+00:00", "Z"),
+        "schema_version": 1,
+    }
+    return orjson.dumps(doc)
