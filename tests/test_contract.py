@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smsrx import phones
 from smsrx.clock import utcnow
 from smsrx.codec import (
     DecodeError,
@@ -118,6 +119,53 @@ def test_to_e164_rejects(text: str) -> None:
     """Text that is not a possible international number is refused."""
     with pytest.raises(InvalidPhoneNumber):
         to_e164(text)
+
+
+def _slow_e164(text: str) -> str | Exception:
+    try:
+        return phones._parse(text)
+    except InvalidPhoneNumber as exc:
+        return exc
+
+
+_CODES = sorted(phones._COUNTRY_CODES)
+
+
+@settings(max_examples=3000)
+@given(
+    code=st.sampled_from(_CODES) | st.text("0123456789", min_size=1, max_size=3),
+    national=st.text("0123456789", min_size=0, max_size=19),
+)
+def test_fast_e164_path_equals_phonenumbers(code: str, national: str) -> None:
+    """The '+digits' fast path gives exactly what phonenumbers.parse gives, or stands aside."""
+    text = f"+{code}{national}"
+    fast = phones._fast(text)
+    slow = _slow_e164(text)
+    if fast is not None:
+        assert fast == slow
+    result: str | Exception
+    try:
+        result = to_e164(text)
+    except InvalidPhoneNumber as exc:
+        result = exc
+    assert type(result) is type(slow) and (isinstance(result, Exception) or result == slow)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+330612345678", "+33612345678"),  # France strips its national prefix 0
+        ("+2250700000000", "+2250700000000"),  # Côte d'Ivoire: the leading 0 is significant
+        ("+390612345678", "+390612345678"),  # Italy keeps its leading zero
+        ("+11234567890", None),  # NANPA strips a leading 1: the slow path decides
+    ],
+)
+def test_fast_e164_path_cases(text: str, expected: str | None) -> None:
+    """Known national-prefix cases: the fast path answers only where nothing is stripped."""
+    if expected is None or expected != text:
+        assert phones._fast(text) is None
+    if expected is not None:
+        assert to_e164(text) == expected
 
 
 def test_country_alpha3() -> None:
