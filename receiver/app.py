@@ -58,7 +58,6 @@ async def _db_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _dedup_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dedup = Dedup(app[DB_POOL], cache_size=settings.dedup_cache_size)
-    dedup.start()
     app[DEDUP] = dedup
     yield
     await dedup.close()

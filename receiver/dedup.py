@@ -9,9 +9,9 @@ while and every event is treated as new: availability beats receiver-side dedup.
 
 Lookups and writes each keep one pooled connection for as long as it works: going
 through ``pool.fetch`` would send the pool's reset query (``RESET ALL; UNLISTEN *;
-...``) after every statement, a second round trip per batch. Writes wait up to
-:data:`_WRITE_DELAY` to gather a larger batch; a lookup waits up to
-:data:`_LOOKUP_LINGER` for others to share its query.
+...``) after every statement, a second round trip per batch. Both are batched
+naturally (:class:`smsrx.batching.Batcher`): a lookup that finds none in flight goes
+at once, and lookups made meanwhile share the next query; writes likewise.
 
 The lookup connection runs with ``enable_seqscan = off``. The lookup is a primary-key
 probe, but PostgreSQL plans it from the table's statistics, and on a table that was
@@ -32,7 +32,7 @@ from collections import OrderedDict
 import asyncpg
 
 from receiver import metrics
-from receiver.batching import Coalescer
+from smsrx.batching import Batcher
 
 __all__ = ["Dedup"]
 
@@ -40,9 +40,6 @@ logger = logging.getLogger(__name__)
 
 _BACKOFF = 5.0  # seconds without lookups after the store failed
 _WRITE_BATCH = 5000
-_WRITE_DELAY = 0.05  # seconds a write waits for more rows to share its statement
-_LOOKUP_LINGER = 0.002  # seconds a lookup waits for others to share its query...
-_LOOKUP_EAGER = 8  # ...unless this many are waiting already
 
 # Everything a dead or restarting PostgreSQL can raise: server errors, client-side
 # connection errors (InterfaceError: connection closed, or released by a failed call),
@@ -114,18 +111,14 @@ class Dedup:
         self._cache_size = cache_size
         self._timeout = timeout
         self._down_until = 0.0
-        self._lookups: Coalescer[str, bool] = Coalescer(self._lookup_batch, linger=_LOOKUP_LINGER)
+        self._lookups: Batcher[str, bool] = Batcher(self._lookup_batch, name="dedup-lookup")
         self._lookup_conn = (
             _Held(pool, setup="SET enable_seqscan = off") if pool is not None else None
         )
         self._write_conn = _Held(pool) if pool is not None else None
-        self._writes: list[tuple[str, str, str]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the background writer."""
-        self._writer = asyncio.create_task(self._write_loop(), name="dedup-writer")
+        self._writes: Batcher[tuple[str, str, str], None] = Batcher(
+            self._write_batch, name="dedup-writer", max_batch=_WRITE_BATCH
+        )
 
     def cached(self, event_id: str) -> bool:
         """Whether this process has published ``event_id`` recently."""
@@ -184,42 +177,30 @@ class Dedup:
         """Record that the broker acknowledged ``event_id`` (cache now, store soon)."""
         self._remember(event_id)
         if self._pool is not None:
-            self._writes.append((event_id, provider, message_id))
-            self._wake.set()
+            self._writes.submit_nowait((event_id, provider, message_id))
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            if len(self._writes) < _WRITE_BATCH:
-                await asyncio.sleep(_WRITE_DELAY)
-            self._wake.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
+    async def _write_batch(self, batch: list[tuple[str, str, str]]) -> list[None]:
+        """Insert one batch of published ids; a failure only costs receiver-side dedup."""
         held = self._write_conn
-        while self._writes:
-            batch, self._writes = self._writes[:_WRITE_BATCH], self._writes[_WRITE_BATCH:]
-            if not self._store_usable() or held is None:
-                metrics.DEDUP_ERRORS.labels("write_skipped").inc(len(batch))
-                continue
-            try:
-                async with asyncio.timeout(self._timeout * 5):
-                    conn = await held.get()
-                    await conn.execute(_INSERT, *map(list, zip(*batch, strict=True)))
-            except _STORE_ERRORS as exc:
-                await held.discard()
-                self._store_failed("write", exc)
-            except BaseException:
-                await held.discard()
-                raise
+        if not self._store_usable() or held is None:
+            metrics.DEDUP_ERRORS.labels("write_skipped").inc(len(batch))
+            return [None] * len(batch)
+        try:
+            async with asyncio.timeout(self._timeout * 5):
+                conn = await held.get()
+                await conn.execute(_INSERT, *map(list, zip(*batch, strict=True)))
+        except _STORE_ERRORS as exc:
+            await held.discard()
+            self._store_failed("write", exc)
+        except BaseException:
+            await held.discard()
+            raise
+        return [None] * len(batch)
 
     async def close(self) -> None:
-        """Write what is pending, stop the writer, and give the connections back."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-        await self._flush()
+        """Write what is pending, and give the connections back."""
+        await self._lookups.close()
+        await self._writes.close()
         for held in (self._lookup_conn, self._write_conn):
             if held is not None:
                 await held.release()
