@@ -10,15 +10,21 @@ the spool in order. Files::
 
 A frame is ``<u32 size><u32 crc32><f64 spooled_at><u16 topic len><u32 key len>``
 followed by topic, key and value bytes. Appends are group-committed: concurrent
-requests share one write and one fsync. A crash can leave a torn last frame, which
-was never acknowledged; recovery truncates it. A crash during replay only means
-some events are published again, and consumers deduplicate them by ``event_id``.
+requests share one write and one fsync, and all of them are acknowledged, or none.
+A group is refused (503) when the filesystem would keep less than a reserve free
+(:func:`_reserve`), and when a write fails or is cut short (disk full, I/O error,
+file size limit); the segment is then cut back to its last good size, or, if even
+that fails, the next group starts a new segment. So no acknowledged frame ever
+follows a torn one. A crash can leave a torn last frame, which was never
+acknowledged; recovery truncates it. A crash during replay only means some events
+are published again, and consumers deduplicate them by ``event_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from receiver import metrics
 from receiver.errors import Unavailable
+from smsrx.batching import Batcher
 
 __all__ = ["Entry", "Position", "Spool", "SpoolLocked"]
 
@@ -40,10 +47,26 @@ logger = logging.getLogger(__name__)
 _HEADER = struct.Struct("<IIdHI")
 _SEGMENT_BYTES = 16 * 1024 * 1024
 _SUFFIX = ".seg"
+_RESERVE_MIN = 64 * 1024
+_RESERVE_MAX = 64 * 1024 * 1024
+
+
+def _reserve(filesystem_bytes: int) -> int:
+    """Bytes of the spool's filesystem never filled: room for the checkpoint, a new
+    segment and whoever else writes there. 1 % of it, between 64 KiB and 64 MiB."""
+    return min(_RESERVE_MAX, max(_RESERVE_MIN, filesystem_bytes // 100))
+
+
+_OPEN: set[Spool] = set()
+"""The spools this process has open, for the gauges."""
 
 
 class SpoolLocked(RuntimeError):
     """Another process owns this spool directory."""
+
+
+class _NoRoom(OSError):
+    """The spool's filesystem lacks room for a group beyond its reserve; nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +100,34 @@ def _encode(topic: str, key: bytes, value: bytes, spooled_at: float) -> bytes:
     )
 
 
+def _refusal(count: int, exc: Exception) -> Unavailable:
+    """The 503 for every append of a group that was not written, logged once with why."""
+    if isinstance(exc, _NoRoom):
+        metrics.SPOOL_FULL.inc(count)
+        logger.warning("spool full, %d events refused: %s", count, exc)
+        why = "the event broker is unreachable and the local spool's disk is full"
+    else:
+        metrics.SPOOL_WRITE_FAILURES.inc()
+        logger.error(
+            "spool write failed, %d events refused: %r",
+            count,
+            exc,
+            exc_info=None if isinstance(exc, OSError) else exc,  # a bug: keep its traceback
+        )
+        why = "the local spool cannot be written"
+    return Unavailable(f"{why}; retry later")
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """Write every byte; a short write is continued, so the cause of a stop is raised."""
+    written = 0
+    while written < len(data):
+        count = os.write(fd, data[written:])
+        if count <= 0:
+            raise OSError(errno.EIO, "the spool segment took no bytes")
+        written += count
+
+
 def _frames(data: bytes, start: int) -> Iterator[tuple[int, str, bytes, bytes, float]]:
     """Valid frames from ``start``: (end offset, topic, key, value, spooled_at); stops at a torn one."""
     offset = start
@@ -106,12 +157,13 @@ class Spool:
         self._active: int = 1
         self._active_file: int | None = None
         self._active_size = 0
+        self._roll_due = False
         self._checkpoint = Position(1, 0)
         self._pending_events = 0
         self._pending_bytes = 0
         self._oldest: float | None = None
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._flushing = False
+        self._queued_bytes = 0
+        self._appends: Batcher[bytes, None] = Batcher(self._write_group, name="spool-append")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -149,6 +201,7 @@ class Spool:
                 )
                 os.truncate(self.directory / self._name(number), valid)
         self._open_active()
+        _OPEN.add(self)
         self._publish_metrics()
         if self._pending_events:
             logger.info(
@@ -160,6 +213,7 @@ class Spool:
 
     def close(self) -> None:
         """Close files and release the directory lock."""
+        _OPEN.discard(self)
         self._io.shutdown(wait=True)
         if self._active_file is not None:
             os.close(self._active_file)
@@ -178,52 +232,74 @@ class Spool:
     async def append(self, topic: str, key: bytes, value: bytes) -> None:
         """Append one record and return once it is on disk (fsynced); Unavailable when full."""
         frame = _encode(topic, key, value, time.time())
-        queued = sum(len(f) for f, _ in self._queue)
-        if self._pending_bytes + queued + len(frame) > self.max_bytes:
+        if self._pending_bytes + self._queued_bytes + len(frame) > self.max_bytes:
             metrics.SPOOL_FULL.inc()
             raise Unavailable(
                 "the event broker is unreachable and the local spool is full; retry later"
             )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((frame, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
-        await future
+        self._queued_bytes += len(frame)
+        await self._appends.submit(frame)
 
-    async def _flush(self) -> None:
+    async def _write_group(self, frames: list[bytes]) -> list[None]:
+        """Write and fsync the frames appended together, on the spool's I/O thread."""
+        size = sum(map(len, frames))
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                frames = [frame for frame, _ in batch]
-                try:
-                    await asyncio.get_running_loop().run_in_executor(self._io, self._write, frames)
-                except OSError:
-                    logger.exception("spool write failed")
-                    for _, future in batch:
-                        future.set_exception(
-                            Unavailable("the local spool cannot be written; retry later")
-                        )
-                    continue
-                now = time.time()
-                self._pending_events += len(frames)
-                self._pending_bytes += sum(map(len, frames))
-                if self._oldest is None:
-                    self._oldest = now
-                self._publish_metrics()
-                for _, future in batch:
-                    future.set_result(None)
+            await asyncio.get_running_loop().run_in_executor(self._io, self._write, frames)
+        except Exception as exc:  # noqa: BLE001 - logged; every caller gets its 503
+            raise _refusal(len(frames), exc) from None
         finally:
-            self._flushing = False
+            self._queued_bytes -= size
+        self._pending_events += len(frames)
+        self._pending_bytes += size
+        if self._oldest is None:
+            self._oldest = time.time()
+        self._publish_metrics()
+        return [None] * len(frames)
 
     def _write(self, frames: list[bytes]) -> None:
-        assert self._active_file is not None
-        if self._active_size >= _SEGMENT_BYTES:
+        """Write and fsync one group whole, or raise OSError having written none of it."""
+        if self._roll_due or self._active_size >= _SEGMENT_BYTES:
             self._roll()
-        data = b"".join(frames)
-        os.write(self._active_file, data)
-        os.fsync(self._active_file)
-        self._active_size += len(data)
+        fd = self._active_file
+        assert fd is not None
+        data = memoryview(b"".join(frames))
+        self._check_room(len(data))
+        good = self._active_size
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError:
+            self._cut_back(fd, good)
+            raise
+        self._active_size = good + len(data)
+
+    def _check_room(self, size: int) -> None:
+        stat = os.statvfs(self.directory)
+        free = stat.f_bavail * stat.f_frsize
+        reserve = _reserve(stat.f_blocks * stat.f_frsize)
+        if free - size < reserve:
+            raise _NoRoom(
+                errno.ENOSPC, f"{free} bytes free, {size} to write, {reserve} kept in reserve"
+            )
+
+    def _cut_back(self, fd: int, good: int) -> None:
+        """Remove what a failed write left after the last acknowledged frame."""
+        try:
+            os.ftruncate(fd, good)
+            os.fsync(fd)
+        except OSError as exc:
+            failure = exc
+        else:
+            return
+        # Never append after a torn frame: recovery would truncate what follows it.
+        self._roll_due = True
+        logger.error(
+            "spool segment %d: cannot cut a failed write back to %d bytes (%r); "
+            "the next write starts a new segment",
+            self._active,
+            good,
+            failure,
+        )
 
     # -- replaying -------------------------------------------------------------------
 
@@ -302,10 +378,18 @@ class Spool:
         self._fsync_directory()
 
     def _roll(self) -> None:
-        if self._active_file is not None:
-            os.close(self._active_file)
-        self._active += 1
-        self._open_active()
+        # Due until the new segment is open and its name durable: if any step fails, the
+        # next write rolls again (an empty segment left behind is harmless).
+        self._roll_due = True
+        number = self._active + 1
+        path = self.directory / self._name(number)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        previous, self._active_file, self._active = self._active_file, fd, number
+        self._active_size = os.fstat(fd).st_size
+        if previous is not None:
+            os.close(previous)
+        self._fsync_directory()
+        self._roll_due = False
 
     def _read_checkpoint(self) -> Position:
         try:
@@ -331,6 +415,10 @@ class Spool:
             os.close(fd)
 
     def _publish_metrics(self) -> None:
-        metrics.SPOOL_EVENTS.set(self._pending_events)
-        metrics.SPOOL_BYTES.set(self._pending_bytes)
-        metrics.SPOOL_OLDEST.set(self._oldest or 0)
+        # A process may hold several spools (its own, and those adopted from a larger
+        # --workers N): the gauges show them all together.
+        spools = _OPEN | {self}
+        metrics.SPOOL_EVENTS.set(sum(spool._pending_events for spool in spools))
+        metrics.SPOOL_BYTES.set(sum(spool._pending_bytes for spool in spools))
+        oldest = [spool._oldest for spool in spools if spool._oldest is not None]
+        metrics.SPOOL_OLDEST.set(min(oldest, default=0))

@@ -158,3 +158,23 @@ async def test_broker_outage_spools_then_replays_in_order(
         )  # the spool's order is kept
     finally:
         own.stop()
+
+
+async def test_gauges_count_every_open_spool(tmp_path: Path) -> None:
+    """A process holding two spools (its own and an adopted one) reports both in the gauges."""
+    own, adopted = (
+        Spool(tmp_path / "a", max_bytes=1 << 20),
+        Spool(tmp_path / "b", max_bytes=1 << 20),
+    )
+    own.open()
+    adopted.open()
+    try:
+        for i in range(3):
+            await own.append("t", b"k", str(i).encode())
+        await adopted.append("t", b"k", b"x")
+        assert REGISTRY.get_sample_value("smsrx_receiver_spool_events") == 4
+        await adopted.commit(await adopted.next_batch(10))
+        assert REGISTRY.get_sample_value("smsrx_receiver_spool_events") == 3
+    finally:
+        own.close()
+        adopted.close()
