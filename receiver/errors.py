@@ -9,9 +9,13 @@
      ├── PayloadTooLarge       413  body over SMSRX_MAX_BODY_BYTES
      ├── UnsupportedMediaType  415  content type the carrier does not use
      └── Unavailable           503  event could not be made durable; retry later
+          └── Refused          503  the broker refused some records for good
 
 Adapters raise only :class:`BadRequest` (and :class:`UnsupportedMediaType`); the
-request edge maps every error to a JSON response in one place.
+request edge maps every error to a JSON response in one place. :class:`Refused` is
+what :meth:`~receiver.publisher.Publisher.publish_many` raises when retrying cannot
+help (a record too large, an invalid topic name); spool replay sets those records
+aside (:mod:`receiver.replay`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = [
     "Forbidden",
     "PayloadTooLarge",
     "ReceiverError",
+    "Refused",
     "RequestTimeout",
     "Unavailable",
     "UnsupportedMediaType",
@@ -93,3 +98,15 @@ class Unavailable(ReceiverError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     outcome = "unavailable"
+
+
+class Refused(Unavailable):
+    """The broker refused some records of a batch for good; it acknowledged all the others.
+
+    Sending them again cannot help (a record over the size limit, an invalid topic name).
+    """
+
+    def __init__(self, detail: str, *, reasons: dict[int, str]) -> None:
+        super().__init__(detail)
+        self.reasons = reasons
+        """Why each refused record was refused, by its index in the batch."""
