@@ -8,13 +8,19 @@ compare runs taken a few seconds apart.
 
 Section 2 runs ``smsrx receiver --workers N`` (N processes sharing the port with
 SO_REUSEPORT) for N = 1 and 2, and divides the requests served by the CPU seconds
-the receiver processes used, read from /proc.
+the receiver processes used, read from /proc. Around every run it checks that N
+processes serve: the same N worker pids before and after, each of which answered
+requests (from its own metrics port); otherwise the benchmark stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+
+import aiohttp
+import psutil
 
 from bench import procfs
 from bench.report import Results
@@ -144,6 +150,33 @@ def _outcomes(results: Results, target: _Target, before: dict, after: dict) -> N
     )
 
 
+def _serving(service: Service, workers: int) -> list[int]:
+    """The processes that serve: the receiver itself, or the worker processes its parent
+    supervises (not multiprocessing's resource tracker, its other child)."""
+    if workers == 1:
+        return [service.pid]
+    found = []
+    for child in psutil.Process(service.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                found.append(child.pid)
+    return sorted(found)
+
+
+async def _requests(service: Service, workers: int) -> list[float]:
+    """Callbacks each worker has answered so far, from its own metrics port (base + slot);
+    0 for a worker whose metrics port does not answer."""
+    assert service.metrics_port is not None
+    counts = []
+    for slot in range(workers):
+        try:
+            samples = await scrape(service.metrics_port + slot)
+        except (aiohttp.ClientError, OSError):
+            samples = {}
+        counts.append(metric_sum(samples, "smsrx_receiver_requests_total"))
+    return counts
+
+
 async def run_scale_out(
     stack: Stack, results: Results, watch: procfs.MemoryWatch, *, runs: int, seconds: float
 ) -> None:
@@ -156,14 +189,36 @@ async def run_scale_out(
         )
     for _, target in targets:
         await run_wrk(target.url, connections=64, seconds=2)
+    served: dict[int, list[float]] = {}
     for repetition in range(runs):
         logger.info("scale-out: repetition %d of %d", repetition + 1, runs)
         for workers, target in targets:
-            pids = target.pids()  # the parent of --workers 2 only waits; it is counted too
+            serving = _serving(target.service, workers)
+            answered = await _requests(target.service, workers)
+            pids = target.pids()  # the parent of --workers 2 only supervises; it is counted too
             before = _cpu(pids)
             async with sampling(watch, {f"receiver ×{workers} (each)": target.pids}):
                 run = await run_wrk(target.url, connections=64, seconds=seconds)
             cpu = _cpu(pids) - before
+            share = [
+                a - b
+                for a, b in zip(await _requests(target.service, workers), answered, strict=True)
+            ]
+            after = _serving(target.service, workers)
+            if len(serving) != workers or after != serving or not all(share):
+                raise RuntimeError(
+                    f"receiver --workers {workers}: serving processes {serving} before the run, "
+                    f"{after} after, requests answered by each {share}"
+                )
+            served[workers] = [
+                a + b for a, b in zip(served.get(workers, [0.0] * workers), share, strict=True)
+            ]
+            results.add(
+                f"scale.n{workers}.processes",
+                f"receiver ×{workers}: processes serving (checked before and after each run)",
+                "processes",
+                len(serving),
+            )
             results.add(
                 f"scale.n{workers}.rps",
                 f"receiver ×{workers}, HTTPS, 64 conn: throughput",
@@ -183,12 +238,22 @@ async def run_scale_out(
                 cpu / run.seconds,
             )
             logger.info(
-                "receiver x%d: %7.0f req/s, %6.0f req per CPU-s, %.2f cores",
+                "receiver x%d: %d processes %s answering %s; %7.0f req/s, %6.0f req per CPU-s, %.2f cores",
                 workers,
+                len(serving),
+                serving,
+                [f"{s:.0f}" for s in share],
                 run.rps,
                 run.requests / cpu if cpu else 0,
                 cpu / run.seconds,
             )
+    for workers, counts in served.items():
+        total = sum(counts) or 1
+        results.notes.append(
+            f"receiver ×{workers}: {workers} process{'es' if workers > 1 else ''} served, "
+            "requests answered by each (its own metrics port): "
+            + " / ".join(f"{c:,.0f} ({c / total * 100:.0f} %)" for c in counts)
+        )
     results.ratio(
         "scale.ratio.per_cpu",
         "scale-out: requests per CPU-second, 2 processes ÷ 1",

@@ -102,14 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         "receiver",
         help="run the HTTPS callback receiver",
         description="Serve carrier callbacks on SMSRX_RECEIVER_PORT against the broker in "
-        "SMSRX_KAFKA_BOOTSTRAP and the database in SMSRX_DATABASE_URL.",
+        "SMSRX_KAFKA_BOOTSTRAP and the database in SMSRX_DATABASE_URL. Worker process i (0 "
+        "with one process) spools to SMSRX_SPOOL_DIR/worker-i and serves its metrics on "
+        "SMSRX_RECEIVER_METRICS_PORT+i. Spools no worker owns (worker-j for j >= N, or files "
+        "directly in SMSRX_SPOOL_DIR from before workers had their own) are replayed, then "
+        "removed. With N > 1 the parent restarts a worker that dies (1 s, then up to 30 s "
+        "apart), stops all and exits 3 if one cannot start (its spool is locked by another "
+        "process, its port cannot be bound), and drains all on SIGTERM or SIGINT.",
     )
     rec.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="processes sharing the port with SO_REUSEPORT (default 1)",
+        help="processes sharing the port with SO_REUSEPORT, each with its own spool and "
+        "metrics port (default 1)",
     )
     rec.set_defaults(handler=_run_receiver)
 
