@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import signal
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from importlib import resources
+from multiprocessing.connection import Connection
 
 from aiohttp import web
 
-from receiver import metrics
+from receiver import metrics, slots
 from receiver.adapters import ROUTES
 from receiver.dedup import Dedup
 from receiver.handlers import callback_handler, edge, healthz, readyz
-from receiver.keys import DB_POOL, DEDUP, PIPELINE, PUBLISHER, SETTINGS
+from receiver.keys import DB_POOL, DEDUP, PIPELINE, PUBLISHER, REPLAYER, SETTINGS
 from receiver.pipeline import Pipeline
 from receiver.publisher import Publisher
 from receiver.replay import Replayer
-from receiver.spool import Spool
+from receiver.slots import Adopted, Slot
+from receiver.spool import Spool, SpoolLocked
 from receiver.tls import server_context
+from receiver.workers import CANNOT_START, Supervisor
 from smsrx.db import create_pool
 from smsrx.dev.process import set_parent_death_signal
 from smsrx.logs import setup_logging
@@ -75,17 +78,29 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool: Spool | None = None
     replayer: Replayer | None = None
+    adopted: Adopted | None = None
     if settings.spool_max_bytes > 0:
-        spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+        slot = slots.current()  # each worker process has its own spool (receiver/slots.py)
+        spool = Spool(slot.spool_dir(settings.spool_dir), max_bytes=settings.spool_max_bytes)
         spool.open()
         replayer = Replayer(spool, app[PUBLISHER], app[DEDUP], rate=settings.spool_replay_rate)
         replayer.start()
+        app[REPLAYER] = replayer  # /readyz reports a stalled replay
+        adopted = Adopted(slot, settings, app[PUBLISHER], app[DEDUP])
+        try:
+            adopted.start()  # SpoolLocked if another process holds one of them
+        except BaseException:
+            await replayer.close()
+            spool.close()
+            raise
     else:
         logger.warning(
             "spool turned off (SMSRX_SPOOL_MAX_BYTES=0): callbacks get 503 while the broker is down"
         )
     app[PIPELINE] = Pipeline(app[PUBLISHER], app[DEDUP], settings.topics, spool)
     yield
+    if adopted is not None:
+        await adopted.close()
     if replayer is not None:
         await replayer.close()
     if spool is not None:
@@ -160,63 +175,44 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Serve until SIGINT or SIGTERM, then drain within SMSRX_SHUTDOWN_TIMEOUT."""
+    from receiver import server  # run_app's semantics, plus the connection cap and TLS bound
+
     context = ssl_context(settings)
     _describe(settings)
-    loop = _new_loop()
-    web.run_app(
-        create_app(settings),
-        host=[host.strip() for host in settings.receiver_host.split(",") if host.strip()],
-        port=settings.receiver_port,
-        ssl_context=context,
-        shutdown_timeout=settings.shutdown_timeout,
-        keepalive_timeout=settings.client_timeout,
-        access_log=None,
-        print=None,
-        reuse_port=reuse_port or None,
-        loop=loop,
+    server.run(
+        create_app(settings), settings, ssl_context=context, reuse_port=reuse_port, loop=_new_loop()
     )
     logger.info("receiver stopped")
 
 
-def _worker(settings: Settings, index: int) -> None:
+def _worker(settings: Settings, slot: Slot, report: Connection) -> None:
+    """One process of ``--workers N``: serve in ``slot`` until the parent stops it."""
     set_parent_death_signal(signal.SIGTERM)
-    setup_logging(settings.log_level, name=f"receiver[{index}]")
-    serve(
-        settings.with_(receiver_metrics_port=settings.receiver_metrics_port + index),
-        reuse_port=True,
-    )
+    os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent only; it stops each worker once
+    setup_logging(settings.log_level, name=f"receiver[{slot.index}]")
+    slots.assign(slot)
+    try:
+        serve(settings, reuse_port=True)
+    except (SpoolLocked, ConfigError, OSError) as exc:
+        if isinstance(exc, TimeoutError):  # a slow shutdown, not a failed start
+            raise
+        report.send(str(exc))  # the parent says why, in one line, and stops
+        sys.exit(CANNOT_START)
 
 
 def run(settings: Settings, *, workers: int = 1) -> int:
-    """Entry point of ``smsrx receiver``; with ``workers`` > 1, processes share the port."""
+    """Entry point of ``smsrx receiver``: serve in this process, or supervise ``workers``
+    processes sharing the port (receiver/workers.py)."""
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    ssl_context(settings)  # fail fast, before forking, on a bad TLS configuration
-    if workers == 1:
-        serve(settings)
+    ssl_context(settings)  # fail fast, before starting workers, on a bad TLS configuration
+    if workers > 1:
+        return Supervisor(settings, workers, _worker).run()
+    try:
+        serve(settings)  # slot 0 of 1: <SMSRX_SPOOL_DIR>/worker-0
+    except SpoolLocked as exc:
+        reason = str(exc)
+    else:
         return 0
-    context = multiprocessing.get_context("spawn")
-    procs = [
-        context.Process(target=_worker, args=(settings, i), name=f"receiver-{i}")
-        for i in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    logger.info(
-        "receiver started %d processes on port %d; metrics ports %d-%d",
-        workers,
-        settings.receiver_port,
-        settings.receiver_metrics_port,
-        settings.receiver_metrics_port + workers - 1,
-    )
-
-    def forward(signum: int, frame: object) -> None:
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
+    logger.error("receiver cannot start: %s", reason)  # one line: the reason is known
+    return CANNOT_START

@@ -1,9 +1,9 @@
 """Decoding request bodies, strictly and without I/O.
 
-JSON must be valid UTF-8, finite, at most 1024 levels deep (orjson's own limits),
-and free of duplicate keys: a payload with two ``callbackData`` is ambiguous, so
-it is refused rather than guessed at. Forms must be valid UTF-8 with each field
-at most once.
+JSON must be valid UTF-8, finite, at most :data:`MAX_DEPTH` levels deep, and free
+of duplicate keys: a payload with two ``callbackData`` is ambiguous, so it is
+refused rather than guessed at. Forms must be valid UTF-8 with each field at most
+once.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import orjson
 
 from receiver.errors import BadRequest, UnsupportedMediaType
 
-__all__ = ["FORM", "JSON", "media_type", "parse_form", "parse_json"]
+__all__ = ["FORM", "JSON", "MAX_DEPTH", "media_type", "parse_form", "parse_json"]
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted. Carrier payloads are 2 to 4 levels
+deep; orjson allows 1024, which the recursive duplicate-key pass cannot decode."""
 
 
 def media_type(content_type: str | None) -> str:
@@ -38,6 +41,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+def _within_depth(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` nests arrays and objects at most ``limit`` deep (iteratively)."""
+    stack = [(doc, 1)] if isinstance(doc, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth == limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
+
+
 # json.loads(body, object_pairs_hook=...) builds a new decoder on every call; this is the
 # same decoder, built once, fed exactly the text json.loads would decode.
 _DUPLICATE_KEYS = json.JSONDecoder(object_pairs_hook=_no_duplicates)
@@ -51,6 +67,9 @@ def parse_json(body: bytes) -> Any:
         doc = orjson.loads(body)  # strict UTF-8, finite numbers, bounded depth
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}") from None
+    # Fewer brackets than the limit cannot nest deeper than it: most bodies skip the walk.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and not _within_depth(doc, MAX_DEPTH):
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels")
     # A second pass only finds duplicate keys, which orjson silently merges. The
     # document kept is orjson's: it holds nothing orjson cannot write back (the
     # stdlib would keep integers of any size, which the event encoder refuses).

@@ -3,6 +3,8 @@
 A callback goes through: allowlist, size, content type and parse (the adapter),
 then the pipeline (dedup, publish). It is answered 200 only after every event in
 it is durable. Errors become JSON responses in exactly one place: :func:`edge`.
+Refusals (4xx) are counted exactly in the requests metric, and logged at most once per
+source and minute (:mod:`receiver.logthrottle`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from receiver import metrics
 from receiver.adapters import Route
 from receiver.allowlist import Address, client_address, is_allowed
 from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTimeout, Unavailable
-from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, SETTINGS
+from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, REPLAYER, SETTINGS
+from receiver.logthrottle import LogThrottle
 from smsrx.clock import utcnow
 from smsrx.settings import Network, Settings
 
@@ -75,11 +78,10 @@ def callback_handler(route: Route) -> Handler:
     verdicts: dict[str, tuple[Address, bool]] = {}
 
     def check(request: web.Request, settings: Settings) -> tuple[Address, bool]:
-        peer = request.transport.get_extra_info("peername", ("",))[0] if request.transport else None
+        # The peer's host, or "" when it has no address (a Unix socket): never allowed.
+        peer = request.remote
         forwarded = request.headers.getall("X-Forwarded-For", ())
-        key = (
-            peer if isinstance(peer, str) and not (forwarded and settings.trusted_proxies) else None
-        )
+        key = peer if peer and not (forwarded and settings.trusted_proxies) else None
         if key is not None and (verdict := verdicts.get(key)) is not None:
             return verdict
         client = client_address(peer, forwarded, settings.trusted_proxies)
@@ -88,15 +90,38 @@ def callback_handler(route: Route) -> Handler:
             verdicts[key] = verdict
         return verdict
 
+    # Anyone can send refused requests as fast as they like: the requests metric counts
+    # each one, the log gets at most one line per source and minute.
+    refusals = LogThrottle(
+        logger,
+        f"refused %(count)d more {route.provider} callbacks from %(source)s"
+        " in the last %(seconds).0f s: %(reasons)s",
+    )
+
     async def handle(request: web.Request) -> web.Response:
         request[PROVIDER] = route.provider
         settings = request.app[SETTINGS]
-        client, allowed = check(request, settings)
-        if not allowed:
-            logger.warning(
-                "refused provider=%s client=%s path=%s", route.provider, client, route.path
-            )
-            raise Forbidden(f"{client} may not post {route.provider} callbacks")
+        source = request.remote or "unknown peer"
+        try:
+            client, allowed = check(request, settings)
+            source = str(client)
+            if not allowed:
+                raise Forbidden(f"{client} may not post {route.provider} callbacks")
+            return await receive(request, settings)
+        except ReceiverError as exc:
+            if exc.status < HTTPStatus.INTERNAL_SERVER_ERROR:
+                refusals.event(
+                    source,
+                    exc.outcome,
+                    "refused %s callback from %s (%s): %.200s",
+                    route.provider,
+                    source,
+                    exc.outcome,
+                    exc.detail,
+                )
+            raise
+
+    async def receive(request: web.Request, settings: Settings) -> web.Response:
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             raise PayloadTooLarge(f"body over {settings.max_body_bytes} bytes")
         body = await _read_body(request, settings.client_timeout)
@@ -161,9 +186,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: only while the Kafka producer is connected."""
-    if request.app[PUBLISHER].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response(
-        {"status": "not ready", "detail": "Kafka producer not connected"}, status=503
-    )
+    """Ready: only while the Kafka producer is connected and spool replay is not stalled."""
+    if not request.app[PUBLISHER].ready:
+        return web.json_response(
+            {"status": "not ready", "detail": "Kafka producer not connected"}, status=503
+        )
+    replayer = request.app.get(REPLAYER)
+    if replayer is not None and replayer.stalled is not None:
+        detail = f"spool replay stalled: {replayer.stalled}"
+        return web.json_response({"status": "not ready", "detail": detail}, status=503)
+    return web.json_response({"status": "ready"})

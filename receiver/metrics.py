@@ -23,11 +23,14 @@ __all__ = [
     "REQUEST_SECONDS",
     "SPOOLED",
     "SPOOL_BYTES",
+    "SPOOL_DEAD_LETTERED",
     "SPOOL_EVENTS",
     "SPOOL_FULL",
     "SPOOL_OLDEST",
     "SPOOL_MAX_BYTES",
     "SPOOL_REPLAYED",
+    "SPOOL_REPLAY_STALLED",
+    "SPOOL_WRITE_FAILURES",
     "initialise",
 ]
 
@@ -104,7 +107,12 @@ SPOOL_OLDEST = Gauge(
     "Unix time the oldest unpublished spool entry was written; 0 when the spool is empty",
 )
 SPOOL_FULL = Counter(
-    "smsrx_receiver_spool_full", "Callbacks answered 503 because the spool was full"
+    "smsrx_receiver_spool_full",
+    "Events answered 503 because the spool was full: its byte limit, or its filesystem's reserve",
+)
+SPOOL_WRITE_FAILURES = Counter(
+    "smsrx_receiver_spool_write_failures",
+    "Spool writes (one fsynced group of events) that failed; each event of the group got 503",
 )
 SPOOLED = Counter(
     "smsrx_receiver_spooled_events",
@@ -113,6 +121,17 @@ SPOOLED = Counter(
 )
 SPOOL_REPLAYED = Counter(
     "smsrx_receiver_spool_replayed_events", "Spooled events published to the broker"
+)
+SPOOL_REPLAY_STALLED = Gauge(
+    "smsrx_receiver_spool_replay_stalled",
+    "Spool replayers stopped by an error other than the broker being away (0 or 1 per spool); "
+    "/readyz and the log say why",
+)
+SPOOL_DEAD_LETTERED = Counter(
+    "smsrx_receiver_spool_dead_lettered_events",
+    "Spooled events the broker refused for good, by where they were put "
+    "(dead_letter: the dead-letter topic; quarantine: a file in the spool directory)",
+    ["destination"],
 )
 SPOOL_MAX_BYTES = Gauge(
     "smsrx_receiver_spool_max_bytes",
@@ -149,6 +168,8 @@ def initialise(providers: tuple[str, ...], topics: tuple[str, ...]) -> None:
         PRODUCER_ERRORS.labels(reason)
     for operation in ("lookup", "write", "write_skipped"):
         DEDUP_ERRORS.labels(operation)
+    for destination in ("dead_letter", "quarantine"):
+        SPOOL_DEAD_LETTERED.labels(destination)
     for topic in topics:
         PUBLISH_SECONDS.labels(topic)
         EVENTS_PUBLISHED.labels(topic)
@@ -177,3 +198,27 @@ def observe_publish(topic: str, seconds: float) -> None:
 def dedup_hit(provider: str, source: str) -> None:
     """Count one repeated event answered without publishing (source: cache, in_flight, database)."""
     _child(DEDUP_HITS, (provider, source)).inc()
+
+
+# The carrier-facing port's connections (receiver/server.py).
+__all__ += ["CONNECTIONS", "CONNECTIONS_REFUSED", "HANDSHAKE_FAILURES", "MAX_CONNECTIONS"]
+
+CONNECTIONS = Gauge(
+    "smsrx_receiver_connections",
+    "Open connections to the carrier-facing port, in their TLS handshake or served",
+)
+MAX_CONNECTIONS = Gauge(
+    "smsrx_receiver_max_connections",
+    "Configured connection cap (SMSRX_MAX_CONNECTIONS, lowered to fit the open-file limit)",
+)
+CONNECTIONS_REFUSED = Counter(
+    "smsrx_receiver_connections_refused",
+    "Connections closed at once, before TLS, because the connection cap was reached",
+)
+HANDSHAKE_FAILURES = Counter(
+    "smsrx_receiver_tls_handshake_failures",
+    "TLS handshakes that failed, by reason (timeout: not done within SMSRX_CLIENT_TIMEOUT)",
+    ["reason"],
+)
+for _reason in ("timeout", "error"):
+    HANDSHAKE_FAILURES.labels(_reason)

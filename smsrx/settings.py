@@ -49,7 +49,8 @@ VARIABLES: dict[str, str] = {
     "SMSRX_ALLOW_VAVASMS": "CIDRs allowed to post VavaSMS inbound SMS (none)",
     "SMSRX_TRUSTED_PROXIES": "CIDRs of proxies whose X-Forwarded-For is honoured (none)",
     "SMSRX_MAX_BODY_BYTES": "largest callback body accepted (65536)",
-    "SMSRX_CLIENT_TIMEOUT": "longest a client may take to send a request, or idle between requests (10s)",
+    "SMSRX_CLIENT_TIMEOUT": "longest a client may take for its TLS handshake, to send a request, or idle between requests (10s)",
+    "SMSRX_MAX_CONNECTIONS": "open connections per receiver process; past it, new ones are closed before TLS (4096: carriers need a few hundred at most; 4096 stalled handshakes hold about 300 MiB, bench/edge_flood.py)",
     "SMSRX_RETRY_AFTER": "Retry-After seconds sent with a 503 (5)",
     "SMSRX_DEDUP_CACHE_SIZE": "receiver's in-process dedup cache entries (200000)",
     "SMSRX_SPOOL_DIR": "receiver's durable spool directory (<state dir>/spool)",
@@ -169,6 +170,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     retry_after: int = 5
     client_timeout: float = 10.0
+    max_connections: int = 4096
     dedup_cache_size: int = 200_000
     spool_dir: Path = Path(".smsrx/spool")
     spool_max_bytes: int = 256 * 1024 * 1024
@@ -224,6 +226,7 @@ class Settings:
             max_body_bytes=env.integer("SMSRX_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             retry_after=env.integer("SMSRX_RETRY_AFTER", 5, minimum=1),
             client_timeout=env.duration("SMSRX_CLIENT_TIMEOUT", "10s"),
+            max_connections=env.integer("SMSRX_MAX_CONNECTIONS", 4096, minimum=1),
             dedup_cache_size=env.integer("SMSRX_DEDUP_CACHE_SIZE", 200_000),
             spool_dir=Path(env.text("SMSRX_SPOOL_DIR", str(state_dir / "spool"))),
             spool_max_bytes=env.integer("SMSRX_SPOOL_MAX_BYTES", 256 * 1024 * 1024),

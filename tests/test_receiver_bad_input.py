@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 
 import aiohttp
 import pytest
+from aiohttp import web
+from prometheus_client import REGISTRY
 
-from tests.receiver_harness import client, read_topic, running_receiver, url_for
+from receiver.app import create_app
+from smsrx.dev.process import free_port
+from tests.receiver_harness import client, client_ssl, read_topic, running_receiver, url_for
 
 ORANGE = "/callbacks/orange/dr"
 VAVASMS = "/callbacks/vavasms/inbound"
@@ -125,6 +130,9 @@ CORPUS = [
         "deliveryInfoNotification.deliveryInfo.deliveryStatus",
     ),
     ("deep nesting within size", ORANGE, JSON, b"[" * 5000 + b"]" * 5000, 400, None),
+    # Within orjson's own limit (1024) but far past any carrier payload: bounded at 32.
+    ("arrays nested 1,000 deep", ORANGE, JSON, b"[" * 1000 + b"]" * 1000, 400, None),
+    ("objects nested 1,000 deep", ORANGE, JSON, b'{"a":' * 1000 + b"1" + b"}" * 1000, 400, None),
     ("nested 100,000 deep", ORANGE, JSON, b"[" * 100_000 + b"]" * 100_000, 413, None),
     ("1 MB string", ORANGE, JSON, orange('"' + "x" * 1_000_000 + '"'), 413, None),
     ("text/plain", ORANGE, "text/plain", GOOD, 415, None),
@@ -186,7 +194,7 @@ async def receiver(settings_factory, tls_files):
 
 
 async def test_malformed_corpus(receiver, tls_files):
-    """36 classes of malformed callbacks are refused with the right 4xx and nothing is published."""
+    """38 classes of malformed callbacks are refused with the right 4xx and nothing is published."""
     async with client(tls_files, "127.0.0.2") as session:
         for name, path, content_type, body, expected, field in CORPUS:
             headers = {"Content-Type": content_type} if content_type else {}
@@ -205,6 +213,39 @@ async def test_malformed_corpus(receiver, tls_files):
             assert resp.status == 200
     for topic in (receiver.settings.topics.delivery_receipts, receiver.settings.topics.inbound):
         assert await read_topic(receiver.settings.kafka_bootstrap, topic, idle=0.5) == []
+
+
+async def test_unix_socket_peer_is_refused_not_500(settings_factory, tmp_path):
+    """A peer with no IP address (a Unix socket) gets 403 for a good receipt and every corpus entry."""
+    everyone = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    settings = settings_factory(
+        allow_orange=everyone, allow_vavasms=everyone, receiver_metrics_port=free_port()
+    )
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    path = str(tmp_path / "rx.sock")
+    try:
+        await web.UnixSite(runner, path).start()
+        connector = aiohttp.UnixConnector(path=path)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for name, route, content_type, body, _, _ in [
+                ("good receipt", ORANGE, JSON, GOOD, 200, None),
+                *CORPUS,
+            ]:
+                headers = {"Content-Type": content_type} if content_type else {}
+                async with session.post(
+                    f"http://localhost{route}",
+                    data=body,
+                    headers=headers,
+                    skip_auto_headers=["Content-Type"],
+                ) as resp:
+                    doc = await resp.json(content_type=None)
+                    assert resp.status == 403, (name, resp.status, doc)
+                    assert doc["error"] == "refused_ip", (name, doc)
+    finally:
+        await runner.cleanup()
+    topic = settings.topics.delivery_receipts
+    assert await read_topic(settings.kafka_bootstrap, topic, idle=0.5) == []
 
 
 async def test_oversized_body_by_length_and_chunked(receiver, tls_files):
@@ -243,3 +284,37 @@ async def test_many_bad_requests_concurrently_keep_the_server_up(receiver, tls_f
         with pytest.raises(aiohttp.ClientResponseError):
             async with session.post(url, data=b"{", headers={"Content-Type": JSON}) as resp:
                 resp.raise_for_status()
+
+
+def _requests_total(outcome: str) -> float:
+    labels = {"provider": "orange", "outcome": outcome}
+    return REGISTRY.get_sample_value("smsrx_receiver_requests_total", labels) or 0.0
+
+
+async def test_refused_flood_logs_one_line_per_source_and_counts_every_request(
+    receiver, tls_files, caplog
+):
+    """1,000 refused requests from one source: 1,000 in the metric, one line in the log."""
+    caplog.set_level(logging.WARNING, logger="receiver")
+    refused_before, bad_before = _requests_total("refused_ip"), _requests_total("bad_request")
+
+    async def flood(source: str, body: bytes, count: int) -> list[int]:
+        connector = aiohttp.TCPConnector(ssl=client_ssl(tls_files), local_addr=(source, 0), limit=8)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            url = url_for(receiver, ORANGE, source)
+
+            async def post() -> int:
+                async with session.post(url, data=body, headers={"Content-Type": JSON}) as resp:
+                    await resp.read()
+                    return resp.status
+
+            return await asyncio.gather(*(post() for _ in range(count)))
+
+    assert await flood("127.0.0.3", GOOD, 1000) == [403] * 1000  # not on the allowlist
+    assert await flood("127.0.0.2", b"{", 300) == [400] * 300  # allowed, bad bodies
+    assert _requests_total("refused_ip") - refused_before == 1000
+    assert _requests_total("bad_request") - bad_before == 300
+    for source, reason in (("127.0.0.3", "refused_ip"), ("127.0.0.2", "bad_request")):
+        lines = [r.getMessage() for r in caplog.records if source in r.getMessage()]
+        assert len(lines) == 1, (source, len(lines), lines[:3])
+        assert reason in lines[0] and lines[0].startswith("refused"), lines[0]
