@@ -121,3 +121,79 @@ def test_huge_numbers_in_raw_payload_still_encode() -> None:
     body = orjson.dumps(doc)[:-1] + b',"extra":123456789012345678901234567890}'
     [event] = orange.parse(JSON, body, NOW)
     assert encode(event)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "field"),
+    [
+        (FORM, b"message_id=SM-1&from=2250709000001&content=a%00b&sms_date=x", "content"),
+        (FORM, b"message_id=SM-1&from=2250709000001&content=a&sms_date=2019%00", "sms_date"),
+        (
+            JSON,
+            b'{"message_id":"SM-1","from":"2250709000001","content":"\\u0000","sms_date":"x"}',
+            "content",
+        ),
+        (
+            JSON,
+            b'{"message_id":"SM-1","from":"2250709000001","content":"a","sms_date":"\\u0000"}',
+            "sms_date",
+        ),
+        (FORM, b"message_id=SM-1&from=2250709000001&content=a&sms_date=x&note=%00", "note"),
+    ],
+)
+def test_vavasms_nul_is_refused_naming_the_field(
+    content_type: str, body: bytes, field: str
+) -> None:
+    """A NUL anywhere in an inbound SMS (which PostgreSQL cannot store) is refused at the
+    edge, naming the field, instead of being acknowledged and dropped by the worker."""
+    with pytest.raises(BadRequest) as info:
+        vavasms.parse(content_type, body, NOW)
+    assert info.value.field == field
+    assert "NUL" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"note": "a\x00b"}, "note"),
+        ({"tags": ["ok", {"k": "\x00"}]}, "tags[1].k"),
+        ({"a\x00": 1}, "body"),
+    ],
+)
+def test_orange_nul_in_the_raw_payload_is_refused(extra: dict[str, object], field: str) -> None:
+    """A NUL in a part of the Orange payload that is only kept as ``raw`` is refused too:
+    the worker unpacks ``raw`` with PostgreSQL's JSON functions, which refuse it."""
+    doc = orjson.loads(orange_body())
+    doc.update(extra)
+    with pytest.raises(BadRequest) as info:
+        orange.parse(JSON, orjson.dumps(doc), NOW)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "sms_date",
+    [
+        "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
+        "9999-12-31T23:59:59-01:00",  # after year 9999 once in UTC
+        "²²²²²²²²²²",  # digits to str.isdigit(), not to int()
+    ],
+)
+def test_vavasms_dates_out_of_range_are_kept_as_text(sms_date: str) -> None:
+    """An sms_date that cannot be placed in time in UTC is kept as text, with no parsed
+    time, rather than failing the request."""
+    [event] = vavasms.parse(
+        JSON,
+        orjson.dumps(
+            {"message_id": "SM-1", "from": "2250709000001", "content": "a", "sms_date": sms_date}
+        ),
+        NOW,
+    )
+    assert (event.sent_at, event.sent_at_text) == (None, sms_date)
+
+
+def test_vavasms_epoch_seconds_in_any_decimal_digits() -> None:
+    """Epoch seconds are read in any script's decimal digits, as int() reads them."""
+    [event] = vavasms.parse(
+        FORM, "message_id=SM-1&from=2250709000001&content=a&sms_date=١٦٠٠٠٠٠٠٠٠".encode(), NOW
+    )
+    assert event.sent_at == datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)

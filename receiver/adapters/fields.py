@@ -1,4 +1,10 @@
-"""Field extraction shared by the carrier adapters: every failure names its field."""
+"""Field extraction shared by the carrier adapters: every failure names its field.
+
+What an adapter accepts is answered 200, so it must be something the workers can store.
+PostgreSQL cannot hold NUL (U+0000) in text or jsonb, nor in json that the workers unpack
+with ``json_to_recordset`` (SQLSTATE 22P05): a NUL in any field, extracted or only kept
+in ``raw``, is refused here with a 400 naming it, never acknowledged and skipped later.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,10 @@ from typing import Any
 from receiver.errors import BadRequest
 from smsrx.phones import InvalidPhoneNumber, to_e164
 
-__all__ = ["identifier", "object_at", "phone", "text", "token"]
+__all__ = ["identifier", "object_at", "phone", "storable", "text", "token"]
 
 _MAX_ID = 256
+_NUL = "\x00"
 _IDENTIFIER = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _PHONE = re.compile(r"(tel:)?\+?[1-9][0-9]{7,14}")
@@ -41,6 +48,8 @@ def text(
         raise BadRequest(f"{path} is empty", field=path)
     if len(value) > max_length:
         raise BadRequest(f"{path} is longer than {max_length} characters", field=path)
+    if _NUL in value:
+        raise BadRequest(f"{path} contains NUL (U+0000), which cannot be stored", field=path)
     return value
 
 
@@ -73,3 +82,33 @@ def phone(doc: dict[str, Any], key: str, path: str) -> str:
         raise BadRequest(
             f"{path} is not a phone number in international form: {exc}", field=path
         ) from None
+
+
+def storable(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc``, the whole payload that events keep as ``raw``, once checked that no key or
+    string in it holds a NUL (its depth is bounded by :mod:`receiver.bodies`)."""
+    _no_nul(doc, "")
+    return doc
+
+
+def _no_nul(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        if _NUL in value:
+            where = path or "body"
+            raise BadRequest(f"{where} contains NUL (U+0000), which cannot be stored", field=where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _NUL in key:
+                where = path or "body"
+                raise BadRequest(
+                    f"a key in {where} contains NUL (U+0000), which cannot be stored", field=where
+                )
+            _no_nul(item, f"{path}.{_short(key)}" if path else _short(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _no_nul(item, f"{path}[{i}]")
+
+
+def _short(key: str) -> str:
+    # a field name echoed in the answer: a carrier's key, but not a 60 kB one
+    return key if len(key) <= 64 else key[:64] + "…"

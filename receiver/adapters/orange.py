@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from receiver.adapters.fields import identifier, object_at, phone, token
+from receiver.adapters.fields import identifier, object_at, phone, storable, token
 from receiver.bodies import JSON, decode
 from receiver.errors import BadRequest
 from smsrx.events import DeliveryReceipt
@@ -68,8 +68,11 @@ def parse(content_type: str | None, body: bytes, received_at: datetime) -> list[
     if isinstance(infos, list):
         if not infos or len(infos) > _MAX_INFOS:
             raise BadRequest(f"{path} must hold 1 to {_MAX_INFOS} entries", field=path)
-        return [
+        receipts = [
             _receipt(message_id, info, f"{path}[{i}]", received_at, raw)
             for i, info in enumerate(infos)
         ]
-    return [_receipt(message_id, infos, path, received_at, raw)]
+    else:
+        receipts = [_receipt(message_id, infos, path, received_at, raw)]
+    storable(raw)  # the rest of the payload, kept verbatim in every receipt
+    return receipts

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.adapters.fields import identifier, object_at, phone, text
+from receiver.adapters.fields import identifier, object_at, phone, storable, text
 from receiver.bodies import FORM, JSON, decode
 from receiver.errors import BadRequest
 from smsrx.events import InboundMessage
@@ -41,11 +41,17 @@ def parse_sms_date(value: str) -> datetime | None:
                 break
             except ValueError:
                 continue
-    if moment is None and value.isdigit() and len(value) in (10, 13):
+    # isdecimal, not isdigit: "²" is a digit to str.isdigit() but not to int().
+    if moment is None and value.isdecimal() and len(value) in (10, 13):
         moment = datetime.fromtimestamp(int(value) / (1000 if len(value) == 13 else 1), UTC)
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        return None
 
 
 def parse(content_type: str | None, body: bytes, received_at: datetime) -> list[InboundMessage]:
@@ -57,15 +63,14 @@ def parse(content_type: str | None, body: bytes, received_at: datetime) -> list[
     if sender_key not in doc:
         raise BadRequest("from (or form) is missing", field="from")
     sms_date = text(doc, "sms_date", "sms_date", max_length=64)
-    return [
-        InboundMessage.create(
-            provider=PROVIDER,
-            message_id=identifier(doc, "message_id", "message_id"),
-            sender=phone(doc, sender_key, sender_key),
-            content=text(doc, "content", "content", max_length=_MAX_CONTENT, allow_empty=True),
-            sent_at=parse_sms_date(sms_date),
-            sent_at_text=sms_date,
-            received_at=received_at,
-            raw=doc,
-        )
-    ]
+    message = InboundMessage.create(
+        provider=PROVIDER,
+        message_id=identifier(doc, "message_id", "message_id"),
+        sender=phone(doc, sender_key, sender_key),
+        content=text(doc, "content", "content", max_length=_MAX_CONTENT, allow_empty=True),
+        sent_at=parse_sms_date(sms_date),
+        sent_at_text=sms_date,
+        received_at=received_at,
+        raw=storable(doc),
+    )
+    return [message]
