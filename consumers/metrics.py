@@ -17,6 +17,7 @@ __all__ = [
     "BATCH_RECORDS",
     "COMMIT_FAILURES",
     "DATABASE_ERRORS",
+    "DEAD_LETTERS",
     "EVENTS",
     "EXPIRED",
     "EXPIRY_SWEEPS",
@@ -84,6 +85,12 @@ DATABASE_ERRORS = Counter(
     "smsrx_consumer_database_errors_total",
     "Failed batch transactions, by kind (transient: retried; data: record isolated)",
     ["worker", "kind"],
+)
+DEAD_LETTERS = Counter(
+    "smsrx_consumer_dead_letters_total",
+    "Records published to sms.dead-letter.v1 (did not decode, or refused by the database), "
+    "by the topic they were read from",
+    ["worker", "topic"],
 )
 COMMIT_FAILURES = Counter(
     "smsrx_consumer_commit_failures_total",

@@ -5,11 +5,12 @@ by ``shutdown_timeout``, ``handle_signals=False`` for tests) and aiokafka's
 ``local_state_consumer`` example. One loop turn:
 
 1. ``getmany()`` a batch (at most ``batch_max_records``);
-2. decode it; a malformed record is counted ``invalid`` and skipped;
+2. decode it; a record that does not decode is set aside as a dead letter;
 3. apply it in **one** database transaction (:meth:`Worker.apply`), where the
    subclass checks event_id uniqueness, so a redelivered event changes nothing;
-4. only then commit the Kafka offsets;
-5. run :meth:`Worker.after_batch` (publishing the outbox, say).
+4. publish the batch's dead letters to ``sms.dead-letter.v1``;
+5. only then commit the Kafka offsets;
+6. run :meth:`Worker.after_batch` (publishing the outbox, say).
 
 Steps 1-2 of the next batch run while steps 3-5 of the current one wait on the
 database, so Python and PostgreSQL work at the same time; batches still run one at a
@@ -20,9 +21,16 @@ lane are committed only once its own transaction has.
 
 When partitions are revoked, the rebalance listener waits for the batch in flight
 and commits what is done. When PostgreSQL is down, the same batch is retried with
-backoff, uncommitted; a revoke or a stop abandons it (it will be redelivered). A
-batch that PostgreSQL refuses for its data is split in halves until the record at
-fault is found, counted invalid and skipped.
+backoff, uncommitted; a revoke or a stop abandons it, and its partitions are sought
+back to it so that it is fetched again. :mod:`consumers.offsets` decides which batches
+may be applied and committed: never one fetched before a rebalance or a seek, never one
+that does not follow the last applied batch of its partition.
+
+A batch that PostgreSQL refuses for its data is split in halves until the record at
+fault is found; that record, like one that does not decode, is counted invalid and
+published with the reason to the dead-letter topic, before any offset past it is
+committed. When the dead letters cannot be published they are retried like a
+database outage, the batch's offsets uncommitted.
 """
 
 from __future__ import annotations
@@ -35,20 +43,23 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers import metrics
 from consumers.errors import DatabaseUnavailable, RecordRejected, is_data_error, is_transient
+from consumers.offsets import Offsets, Span
+from consumers.publish import publish_many
 from smsrx.codec import DecodeError
 from smsrx.db import create_pool
-from smsrx.kafka import make_consumer, stop_bounded
+from smsrx.deadletter import DeadLetter, encode_dead_letter
+from smsrx.kafka import make_consumer, make_producer, stop_bounded
 from smsrx.settings import Settings
 
-__all__ = ["Applied", "Batch", "Decoder", "Worker"]
+__all__ = ["Applied", "Batch", "Decoder", "Rejected", "Worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +68,22 @@ Decoder = Callable[[bytes], Any]
 
 _MAX_BACKOFF = 10.0
 _LAG_INTERVAL = 1.0
+_T = TypeVar("_T")
 
 
 class Batch:
     """The decoded events of one ``getmany``, as ``(topic, event)`` in consumption order."""
 
-    __slots__ = ("_by_topic", "items", "lane")
+    __slots__ = ("_by_topic", "items", "lane", "records")
 
-    def __init__(self, items: list[tuple[str, Any]], lane: int = 0) -> None:
+    def __init__(
+        self, items: list[tuple[str, Any]], lane: int = 0, records: list[Any] | None = None
+    ) -> None:
         self.items = items
         self.lane = lane
         """Which of the worker's concurrent transactions this is (0: the first)."""
+        self.records = records
+        """The raw record of each item, in the same order (for the dead-letter topic)."""
         self._by_topic: dict[str, list[Any]] | None = None
 
     def of(self, topic: str) -> list[Any]:
@@ -81,10 +97,27 @@ class Batch:
     def halves(self) -> tuple[Batch, Batch]:
         """The first and second half, to isolate a record the database refuses."""
         middle = len(self.items) // 2
-        return Batch(self.items[:middle], self.lane), Batch(self.items[middle:], self.lane)
+        records = self.records
+        return (
+            Batch(self.items[:middle], self.lane, None if records is None else records[:middle]),
+            Batch(self.items[middle:], self.lane, None if records is None else records[middle:]),
+        )
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record the worker cannot use, bound for the dead-letter topic."""
+
+    record: Any
+    """The consumer record, as fetched (topic, partition, offset, key, value)."""
+    reason: str
+    """Why, in one line."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", " ".join(self.reason.split()))
 
 
 @dataclass(slots=True)
@@ -99,6 +132,8 @@ class Applied:
     """Records that could not be decoded, or that the database refused."""
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     """Run once the transaction committed (metrics, staging the outbox)."""
+    rejected: list[Rejected] = field(default_factory=list)
+    """Records the database refused, for the dead-letter topic."""
 
     def merge(self, other: Applied) -> Applied:
         """Add ``other`` into this one and return it."""
@@ -106,6 +141,7 @@ class Applied:
         self.duplicate.update(other.duplicate)
         self.invalid.update(other.invalid)
         self.on_commit.extend(other.on_commit)
+        self.rejected.extend(other.rejected)
         return self
 
 
@@ -114,9 +150,12 @@ class _Part:
     """The records of one partition in a batch."""
 
     size: int
-    next_offset: int
-    items: list[tuple[str, Any]]
-    invalid: int
+    span: Span
+    items: list[tuple[str, Any]] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
+    """The raw record of each item."""
+    rejected: list[Rejected] = field(default_factory=list)
+    """Records that did not decode."""
 
 
 @dataclass(slots=True)
@@ -140,6 +179,14 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _describe(partitions: Collection[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "-"
+
+
+def _batch(parts: Mapping[TopicPartition, _Part], lane: int) -> Batch:
+    return Batch(
+        [item for part in parts.values() for item in part.items],
+        lane,
+        [record for part in parts.values() for record in part.records],
+    )
 
 
 class Worker(abc.ABC):
@@ -170,6 +217,8 @@ class Worker(abc.ABC):
         self.poll_timeout = poll_timeout
         self.pool: asyncpg.Pool | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        self.dead_letter_producer: AIOKafkaProducer | None = None
+        """Publishes dead letters; made on start unless one is given."""
         self.processed = 0
         """Records processed (decoded and committed to the database) since start."""
         self.assigned = asyncio.Event()
@@ -178,8 +227,7 @@ class Worker(abc.ABC):
         self._wakeup = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._revoking = False
-        self._done: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._offsets = Offsets()
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[Any] | None = None
         self._closed = False
@@ -252,8 +300,10 @@ class Worker(abc.ABC):
             if not self._batch_lock.locked():
                 await self._commit()
             await stop_bounded(self.consumer, limit)
-            for tp in list(self._done):
+            for tp in self._offsets.partitions():
                 self._forget(tp)
+        if self.dead_letter_producer is not None:
+            await stop_bounded(self.dead_letter_producer, limit)
         try:
             await self.on_stop()
         finally:
@@ -324,6 +374,12 @@ class Worker(abc.ABC):
         if not await self.retry("database", connect):
             return False
         await self.on_start()
+        for topic in self.decoders:  # from zero, so that the first one is an increase
+            metrics.DEAD_LETTERS.labels(self.role, topic)
+        if self.dead_letter_producer is None:
+            self.dead_letter_producer = make_producer(self.settings)
+        if not await self.retry("broker", self.dead_letter_producer.start):
+            return False
         consumer = make_consumer(self.settings, group_id=self.group_id, **self.consumer_options)
         consumer.subscribe(topics=list(self.decoders), listener=_Listener(self))
         self.consumer = consumer
@@ -371,91 +427,141 @@ class Worker(abc.ABC):
     # --- one batch ----------------------------------------------------------------
 
     def _prepare(self, records: Mapping[TopicPartition, list[Any]]) -> _Prepared:
+        # Called as soon as getmany() returns, with no await in between: the bookkeeping
+        # must see each fetch in the generation and epoch it was made in.
         prepared = _Prepared(started=time.perf_counter())
         for tp, batch in records.items():
             if not batch:
                 continue
             decode = self.decoders[tp.topic]
-            items: list[tuple[str, Any]] = []
-            invalid = 0
+            span = self._offsets.fetched(tp, batch[0].offset, batch[-1].offset + 1)
+            part = _Part(len(batch), span)
             for record in batch:
                 try:
                     if record.value is None:
                         raise DecodeError("record has no value")  # noqa: TRY301
-                    items.append((tp.topic, decode(record.value)))
+                    part.items.append((tp.topic, decode(record.value)))
                 except DecodeError as exc:
-                    invalid += 1
-                    logger.warning(
-                        "invalid record skipped topic=%s partition=%d offset=%d: %s",
-                        tp.topic,
-                        tp.partition,
-                        record.offset,
-                        exc,
-                    )
-            prepared.parts[tp] = _Part(len(batch), batch[-1].offset + 1, items, invalid)
+                    part.rejected.append(Rejected(record, str(exc)))
+                else:
+                    part.records.append(record)
+            prepared.parts[tp] = part
         return prepared
 
     async def _run(self, prepared: _Prepared) -> None:
-        assert self.consumer is not None
         async with self._batch_lock:
-            # Partitions revoked since the batch was fetched are left to their new owner.
-            assigned = self.consumer.assignment()
-            parts = {tp: part for tp, part in prepared.parts.items() if tp in assigned}
+            parts = self._admit(prepared)
             if not parts:
                 return
             lanes: dict[int, dict[TopicPartition, _Part]] = {}
             for tp, part in parts.items():
                 lanes.setdefault(tp.partition % self.lanes, {})[tp] = part
-            batches = [
-                Batch([item for part in lane.values() for item in part.items], index)
-                for index, lane in enumerate(lanes.values())
-            ]
+            batches = [_batch(lane, index) for index, lane in enumerate(lanes.values())]
             if len(batches) == 1:
                 results = [await self._apply_with_retry(batches[0])]
             else:
                 results = list(await asyncio.gather(*map(self._apply_with_retry, batches)))
-            size = 0
             done: dict[TopicPartition, _Part] = {}
             merged = Applied()
             for lane, result in zip(lanes.values(), results, strict=True):
-                if result is None:  # abandoned uncommitted: its partitions are redelivered
+                if result is None:  # abandoned uncommitted: fetched again if still ours
+                    self._abandon(lane)
                     continue
-                for tp, part in lane.items():
-                    result.invalid[tp.topic] += part.invalid
-                    size += part.size
-                    done[tp] = part
+                done.update(lane)
                 merged.merge(result)
             if not done:
                 return
             for callback in merged.on_commit:
                 callback()
+            rejected = [r for part in done.values() for r in part.rejected] + merged.rejected
+            if rejected and not await self._dead_letter(rejected):
+                self._abandon(done)  # applied, but not committed past an unsent dead letter
+                return
+            size = 0
             for tp, part in done.items():
-                self._done[tp] = part.next_offset
+                merged.invalid[tp.topic] += len(part.rejected)
+                size += part.size
+                self._offsets.applied(tp, part.span)
             await self._commit()
             self.processed += size
             self._observe(merged, size, len(done), time.perf_counter() - prepared.started)
         await self.after_batch()
 
+    def _admit(self, prepared: _Prepared) -> dict[TopicPartition, _Part]:
+        """The parts that may be applied: fetched in this generation and epoch, each
+        following the last applied records of its partition."""
+        parts = {}
+        stale = 0
+        for tp, part in prepared.parts.items():
+            admission = self._offsets.admit(tp, part.span)
+            stale += 0 if admission.apply or admission.seek is not None else part.size
+            if admission.seek is not None:
+                logger.warning(
+                    "%s: batch at %s[%d] offset %d does not follow offset %d; fetching again",
+                    self.role,
+                    tp.topic,
+                    tp.partition,
+                    part.span.first,
+                    admission.seek,
+                )
+                self._seek(tp, admission.seek)
+            if admission.apply:
+                parts[tp] = part
+        if stale:
+            logger.info(
+                "%s: %d records fetched before a rebalance or a seek dropped; fetched again",
+                self.role,
+                stale,
+            )
+        return parts
+
+    def _abandon(self, parts: Mapping[TopicPartition, _Part]) -> None:
+        """Seek back to records that were not applied, so that they are fetched again."""
+        for tp, part in parts.items():
+            self._seek(tp, self._offsets.abandoned(tp, part.span))
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        if self.consumer is None or tp not in self.consumer.assignment():
+            return  # no longer ours: its next owner starts from the committed offset
+        try:
+            self.consumer.seek(tp, offset)
+        except IllegalStateError:
+            pass  # unassigned meanwhile
+
     async def _apply_with_retry(self, batch: Batch) -> Applied | None:
+        return await self._until_done(
+            "database", len(batch), lambda: self._apply_isolating(batch), DatabaseUnavailable
+        )
+
+    async def _until_done(
+        self,
+        what: str,
+        size: int,
+        attempt: Callable[[], Awaitable[_T]],
+        transient: type[BaseException] | tuple[type[BaseException], ...],
+    ) -> _T | None:
+        """Retry a batch's ``attempt`` with backoff; None once a stop or a revoke abandons
+        it (its records are then redelivered)."""
         delay = 0.2
         while True:
             try:
-                return await self._apply_isolating(batch)
-            except DatabaseUnavailable as exc:
-                metrics.DATABASE_ERRORS.labels(self.role, "transient").inc()
+                return await attempt()
+            except transient as exc:
                 if self.stopping or self._revoking:
                     logger.warning(
-                        "%s: batch of %d abandoned uncommitted (database unavailable, %s); "
+                        "%s: batch of %d abandoned uncommitted (%s unavailable, %s); "
                         "it will be redelivered",
                         self.role,
-                        len(batch),
+                        size,
+                        what,
                         "revoked" if self._revoking else "stopping",
                     )
                     return None
                 logger.warning(
-                    "%s: database unavailable, retrying batch of %d in %.1fs: %s",
+                    "%s: %s unavailable, retrying batch of %d in %.1fs: %s",
                     self.role,
-                    len(batch),
+                    what,
+                    size,
                     delay,
                     exc.__cause__ or exc,
                 )
@@ -472,15 +578,16 @@ class Worker(abc.ABC):
             first, second = batch.halves()
             result = await self._apply_isolating(first)
             return result.merge(await self._apply_isolating(second))
-        topic, event = batch.items[0]
-        logger.error(
-            "%s: record refused by the database, skipped topic=%s event_id=%s: %s",
-            self.role,
-            topic,
-            getattr(event, "event_id", "?"),
-            rejected.__cause__ or rejected,
+        assert batch.records is not None  # every batch the worker builds carries them
+        cause = rejected.__cause__ or rejected
+        reason = f"refused by the database: {type(cause).__name__}: "
+        reason += getattr(cause, "message", None) or str(cause)
+        if detail := getattr(cause, "detail", None):
+            reason += f" ({detail})"
+        return Applied(
+            invalid=Counter({batch.items[0][0]: 1}),
+            rejected=[Rejected(batch.records[0], reason)],
         )
-        return Applied(invalid=Counter({topic: 1}))
 
     async def _transaction(self, batch: Batch) -> Applied:
         assert self.pool is not None
@@ -489,22 +596,61 @@ class Worker(abc.ABC):
                 return await self.apply(conn, batch)
         except Exception as exc:
             if is_transient(exc):
+                metrics.DATABASE_ERRORS.labels(self.role, "transient").inc()
                 raise DatabaseUnavailable(str(exc)) from exc
             if is_data_error(exc):
                 raise RecordRejected(str(exc)) from exc
             raise
 
+    async def _dead_letter(self, rejected: list[Rejected]) -> bool:
+        """Publish ``rejected`` to the dead-letter topic; False if a stop or a revoke came
+        first while it could not be written."""
+        assert self.dead_letter_producer is not None
+        producer = self.dead_letter_producer
+        topic = self.settings.topics.dead_letter
+        records = [(r.record.key or b"", encode_dead_letter(self._letter(r))) for r in rejected]
+
+        async def publish() -> bool:
+            async with asyncio.timeout(max(1.0, self.settings.kafka_send_timeout * 2)):
+                await publish_many(producer, topic, records)
+            return True
+
+        if not await self._until_done(
+            "dead-letter topic", len(records), publish, (KafkaError, TimeoutError)
+        ):
+            return False
+        for r in rejected:
+            record = r.record
+            metrics.DEAD_LETTERS.labels(self.role, record.topic).inc()
+            logger.error(
+                "%s: dead letter topic=%s partition=%d offset=%d: %s",
+                self.role,
+                record.topic,
+                record.partition,
+                record.offset,
+                r.reason,
+            )
+        return True
+
+    def _letter(self, rejected: Rejected) -> DeadLetter:
+        record = rejected.record
+        return DeadLetter(
+            source=self.role,
+            reason=rejected.reason,
+            topic=record.topic,
+            key=record.key,
+            value=record.value,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
     async def _commit(self, partitions: Collection[TopicPartition] | None = None) -> None:
         if self.consumer is None:
             return
-        assigned = self.consumer.assignment()
-        offsets = {
-            tp: offset
-            for tp, offset in self._done.items()
-            if tp in assigned
-            and (partitions is None or tp in partitions)
-            and self._committed.get(tp) != offset
-        }
+        assigned = set(self.consumer.assignment())  # a copy: aiokafka returns its own
+        if partitions is not None:
+            assigned.intersection_update(partitions)
+        offsets = self._offsets.to_commit(assigned)
         if not offsets:
             return
         try:
@@ -524,7 +670,7 @@ class Worker(abc.ABC):
                 "%s: offset commit failed, will retry with the next batch: %r", self.role, exc
             )
         else:
-            self._committed.update(offsets)
+            self._offsets.committed(offsets)
 
     def _observe(self, result: Applied, size: int, partitions: int, took: float) -> None:
         role = self.role
@@ -552,6 +698,9 @@ class Worker(abc.ABC):
     # --- rebalances and lag -------------------------------------------------------------
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # A new generation first: a batch fetched before the revoke is never applied (a
+        # partition given back to this worker starts again from its committed offset).
+        self._offsets.rebalanced()
         if not revoked:
             return
         self._revoking = True
@@ -569,14 +718,14 @@ class Worker(abc.ABC):
         logger.info("%s partitions revoked: %s", self.role, _describe(revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._offsets.rebalanced(assigned)
         metrics.REBALANCES.labels(self.role, "assigned").inc()
         logger.info("%s partitions assigned: %s", self.role, _describe(assigned))
         if assigned:
             self.assigned.set()
 
     def _forget(self, tp: TopicPartition) -> None:
-        self._done.pop(tp, None)
-        self._committed.pop(tp, None)
+        self._offsets.forget(tp)
         try:
             metrics.LAG.remove(self.role, tp.topic, str(tp.partition))
         except KeyError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -16,6 +15,8 @@ import pytest
 from smsrx.dev.process import free_port
 from smsrx.settings import Settings
 from tests.consumers.conftest import feed, oracle, projected, sample, wait_for, workload
+from tests.consumers.kafka_state import committed_offsets, end_offsets
+from tests.consumers.proxy import Proxy
 
 pytestmark = pytest.mark.fault
 
@@ -199,57 +200,10 @@ async def test_rebalance_mid_stream_ends_exact(settings_factory, runner, db) -> 
     assert first.processed + second.processed >= len(story.sent)
 
 
-class Proxy:
-    """A TCP proxy in front of PostgreSQL that can be cut (every connection reset, new ones
-    refused) and restored."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def restore(self) -> None:
-        self.server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
-        )
-
-    async def cut(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()
-
-
 async def test_database_outage_pauses_then_resumes_exactly(settings_factory, runner, db) -> None:
     """With PostgreSQL unreachable at start and again mid-stream, the worker neither crashes
     nor commits; once it is back, every receipt is applied exactly once."""
-    base = settings_factory()
-    host_port = base.database_url.split("@", 1)[1].split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
-    proxy = Proxy(host, int(port))
-    settings = base.with_(
-        database_url=base.database_url.replace(host_port, f"127.0.0.1:{proxy.port}")
-    )
+    proxy, settings = Proxy.before(settings_factory())
     story = workload(200, recipients=1, duplicates=0.2, seed=9)
     half = len(story.sent) // 2
     await feed(settings, settings.topics.delivery_receipts, story.sent[:half])
@@ -280,3 +234,62 @@ async def test_database_outage_pauses_then_resumes_exactly(settings_factory, run
     await proxy.cut()
     assert await projected(db) == oracle(story.distinct)
     assert await db.fetchval("SELECT count(*) FROM status_events") == len(story.distinct)
+
+
+async def test_rebalance_while_the_database_is_down_loses_nothing(
+    settings_factory, runner, db
+) -> None:
+    """A worker whose PostgreSQL is unreachable holds a batch and a prefetched one when a
+    second member joins its group (a rebalance); once the database is back, every receipt
+    is applied exactly once and the committed offsets are the topic's end offsets."""
+    settings = settings_factory(batch_max_records=40)
+    proxy, behind = Proxy.before(settings)
+    topic = settings.topics.delivery_receipts
+    story = workload(300, recipients=1, duplicates=0.2, seed=11)
+    await proxy.restore()
+    first = runner.start(runner.projection(behind, expiry_sweep=False))
+    await wait_for(first.assigned.is_set, "the first worker to be assigned its partitions")
+    await proxy.cut()
+    errors = _transient()
+    await feed(settings, topic, story.sent)
+    await wait_for(lambda: _transient() > errors + 1, "the first worker to retry its batch")
+    assert first.processed == 0
+
+    revoked = _revoked()
+    runner.start(runner.projection(settings, expiry_sweep=False))
+    # The database comes back as soon as the first worker gave its partitions up, while
+    # the group is still rebalancing.
+    await wait_for(lambda: _revoked() > revoked, "the first worker's partitions to be revoked")
+    await proxy.restore()
+    distinct = len(story.distinct)
+    applied = await _settled(db, distinct, timeout=60)
+    assert applied == distinct, f"{distinct - applied} of {distinct} receipts never applied"
+    for worker in list(runner.tasks):
+        await runner.stop(worker)
+    await proxy.cut()
+    assert await projected(db) == oracle(story.distinct)
+    assert await db.fetchval("SELECT count(*) FROM status_events") == len(story.distinct)
+    committed = await committed_offsets(settings, first.group_id, topic)
+    assert committed == await end_offsets(settings, topic)
+    assert sum(committed.values()) == len(story.sent)
+
+
+def _transient() -> float:
+    return sample(
+        "smsrx_consumer_database_errors_total", worker="status-projection", kind="transient"
+    )
+
+
+def _revoked() -> float:
+    return sample("smsrx_consumer_rebalances_total", worker="status-projection", change="revoked")
+
+
+async def _settled(db, expected: int, timeout: float) -> int:
+    """The receipts in the history once they reach ``expected``, or after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        applied = int(await db.fetchval("SELECT count(*) FROM status_events"))
+        if applied >= expected or loop.time() > deadline:
+            return applied
+        await asyncio.sleep(0.2)
