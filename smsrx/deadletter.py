@@ -17,7 +17,7 @@ import orjson
 
 from smsrx.clock import utcnow
 
-__all__ = ["DeadLetter", "encode_dead_letter"]
+__all__ = ["MAX_BYTES", "DeadLetter", "encode_dead_letter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +40,20 @@ class DeadLetter:
     """Its offset, when it was read from Kafka."""
 
 
-def encode_dead_letter(letter: DeadLetter, *, at: datetime | None = None) -> bytes:
+MAX_BYTES = 900 * 1024
+"""A dead letter stays under the broker's default 1 MiB record limit."""
+
+
+def encode_dead_letter(
+    letter: DeadLetter, *, at: datetime | None = None, max_bytes: int = MAX_BYTES
+) -> bytes:
     """The ``sms.dead-letter.v1`` record value: JSON with the original bytes in base64.
 
     ``value_text`` repeats the value as text when it is valid UTF-8, for people and
-    ``jq``; ``value_base64`` is the exact original either way.
+    ``jq``; ``value_base64`` is the exact original either way. A letter that would
+    pass ``max_bytes`` drops ``value_text``, then, if still too large, the value
+    itself (``value_omitted``: true): the original stays at its topic, partition and
+    offset, and a dead letter that the broker refused would stop its worker.
     """
     value = letter.value
     text: str | None
@@ -64,4 +73,12 @@ def encode_dead_letter(letter: DeadLetter, *, at: datetime | None = None) -> byt
         "dead_at": (at or utcnow()).isoformat().replace("+00:00", "Z"),
         "schema_version": 1,
     }
-    return orjson.dumps(doc)
+    encoded = orjson.dumps(doc)
+    if len(encoded) > max_bytes:
+        doc["value_text"] = None
+        encoded = orjson.dumps(doc)
+    if len(encoded) > max_bytes:
+        doc["value_base64"] = None
+        doc["value_omitted"] = True
+        encoded = orjson.dumps(doc)
+    return encoded

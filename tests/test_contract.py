@@ -229,6 +229,19 @@ def test_dead_letter_keeps_the_exact_bytes() -> None:
     assert text["value_text"] == "{}" and text["key"] == "k"
 
 
+def test_dead_letter_stays_under_the_record_limit() -> None:
+    """A letter for a huge record drops the text copy, then the value, and says so."""
+    big = DeadLetter("analytics", "r", "t", b"k", b"a" * 600_000, partition=2, offset=9)
+    letter = encode_dead_letter(big)
+    assert len(letter) <= 900 * 1024
+    doc = orjson.loads(letter)
+    assert doc["value_text"] is None and len(doc["value_base64"]) == 800_000
+    too_big = DeadLetter("analytics", "r", "t", b"k", b"a" * 2**20, partition=2, offset=9)
+    huge = orjson.loads(encode_dead_letter(too_big))
+    assert huge["value_omitted"] is True and huge["value_base64"] is None
+    assert (huge["partition"], huge["offset"]) == (2, 9)  # where the original still is
+
+
 def test_readme_lists_every_setting() -> None:
     """The README's configuration table names every SMSRX_* variable the code reads."""
     from pathlib import Path
