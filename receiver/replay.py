@@ -194,23 +194,28 @@ class Replayer:
             key=entry.key,
             value=entry.value,
         )
-        try:
-            await self.publisher.publish_many([(topic, entry.key, encode_dead_letter(letter))])
-        except Refused as exc:
-            refusal = "; ".join(exc.reasons.values())
+        value = encode_dead_letter(letter)
+        if orjson.loads(value).get("value_omitted"):
+            # Too large to carry whole, and the spool holds the only copy: keep it here.
+            refusal = f"the record is too large for a dead letter ({len(entry.value)} bytes)"
         else:
-            metrics.SPOOL_DEAD_LETTERED.labels("dead_letter").inc()
-            logger.warning(
-                "spool record refused for good, sent to %s: topic=%s key=%s reason=%s",
-                topic,
-                entry.topic,
-                entry.key.decode(errors="replace"),
-                reason,
-            )
-            return
+            try:
+                await self.publisher.publish_many([(topic, entry.key, value)])
+            except Refused as exc:
+                refusal = "; ".join(exc.reasons.values())
+            else:
+                metrics.SPOOL_DEAD_LETTERED.labels("dead_letter").inc()
+                logger.warning(
+                    "spool record refused for good, sent to %s: topic=%s key=%s reason=%s",
+                    topic,
+                    entry.topic,
+                    entry.key.decode(errors="replace"),
+                    reason,
+                )
+                return
         path = self.spool.directory / QUARANTINE
-        kept = dataclasses.replace(letter, reason=f"{reason}; {topic} refused it too: {refusal}")
-        await asyncio.to_thread(_append_line, path, encode_dead_letter(kept))
+        kept = dataclasses.replace(letter, reason=f"{reason}; not on {topic}: {refusal}")
+        await asyncio.to_thread(_append_line, path, encode_dead_letter(kept, max_bytes=None))
         metrics.SPOOL_DEAD_LETTERED.labels("quarantine").inc()
         logger.error(
             "spool record refused for good, by %s too; kept in %s: topic=%s key=%s reason=%s",

@@ -45,7 +45,7 @@ MAX_BYTES = 900 * 1024
 
 
 def encode_dead_letter(
-    letter: DeadLetter, *, at: datetime | None = None, max_bytes: int = MAX_BYTES
+    letter: DeadLetter, *, at: datetime | None = None, max_bytes: int | None = MAX_BYTES
 ) -> bytes:
     """The ``sms.dead-letter.v1`` record value: JSON with the original bytes in base64.
 
@@ -54,6 +54,7 @@ def encode_dead_letter(
     pass ``max_bytes`` drops ``value_text``, then, if still too large, the value
     itself (``value_omitted``: true): the original stays at its topic, partition and
     offset, and a dead letter that the broker refused would stop its worker.
+    ``max_bytes=None`` never drops anything (a local quarantine file).
     """
     value = letter.value
     text: str | None
@@ -74,6 +75,8 @@ def encode_dead_letter(
         "schema_version": 1,
     }
     encoded = orjson.dumps(doc)
+    if max_bytes is None:
+        return encoded
     if len(encoded) > max_bytes:
         doc["value_text"] = None
         encoded = orjson.dumps(doc)

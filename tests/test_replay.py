@@ -106,7 +106,7 @@ async def test_refused_records_are_set_aside_and_replay_goes_on(settings, tls_fi
     topic = settings.topics.delivery_receipts
     bad_topic = "no spaces allowed!"  # not a legal Kafka topic name: refused for good
     bad_value = encode(_receipt(90))
-    huge = b"h" * (2 << 20)  # over the 1 MiB request size: refused, and its dead letter too
+    huge = b"h" * (2 << 20)  # over the 1 MiB request size, and too large for a dead letter
     folder = await _fill(
         settings,
         tls_files,
@@ -147,5 +147,6 @@ async def test_refused_records_are_set_aside_and_replay_goes_on(settings, tls_fi
     kept = orjson.loads(line)
     assert (kept["source"], kept["topic"], kept["key"]) == ("receiver-replay", topic, "m-huge")
     assert "MessageSizeTooLargeError" in kept["reason"], kept["reason"]
+    assert "too large for a dead letter" in kept["reason"], kept["reason"]
     assert base64.b64decode(kept["value_base64"]) == huge
     assert (counted("dead_letter"), counted("quarantine")) == (before[0] + 1, before[1] + 1)
