@@ -143,16 +143,18 @@ class System:
         self.start_process("analytics")
         await self.wait_ready()
 
-    def start_process(self, name: str) -> None:
-        """(Re)start the receiver or a worker as `python -m smsrx.cli ...`."""
+    def start_process(self, name: str, *, instance: str | None = None) -> None:
+        """(Re)start the receiver or a worker as `python -m smsrx.cli ...`; ``instance``
+        names a second replica of the same process."""
         argv = ["receiver"] if name == "receiver" else ["consumer", name]
+        instance = instance or name
         child = Child(
             [sys.executable, "-m", "smsrx.cli", *argv],
             env=self.env,
-            log_path=self.root / f"{name}.log",
+            log_path=self.root / f"{instance}.log",
         )
         child.start()
-        self.processes[name] = child
+        self.processes[instance] = child
         if name == "receiver":
             wait_for_port("127.0.0.1", self.port, 30, alive=child.alive)
 

@@ -10,7 +10,9 @@ docker-compose's replicated Apache Kafka the records already in Kafka survive as
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +129,58 @@ async def test_redelivery_counted_once(make_system) -> None:
     _assert_exact(report)
     history, _, rollup = await system.counts()
     assert (history, rollup, report.published) == (1, 1, 1)
+
+
+async def test_spool_disk_full(make_system, tmp_path: Path) -> None:
+    """The spool's 256 KiB filesystem fills while the broker is down, and the receiver is
+    SIGKILLed and restarted in between: every 200 is projected exactly once, the rest got 503."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        system = await make_system(
+            SMSRX_SPOOL_DIR=str(mount / "spool"), SMSRX_SPOOL_REPLAY_RATE="5000"
+        )
+        system.broker.kill()
+        load = await system.load(range(0, 1500), rate=300)
+        spooled = system.receiver_metric("smsrx_receiver_spool_events")
+        system.kill("receiver")  # a crash with a full spool: it must come back with it whole
+        system.start_process("receiver")
+        load.merge(await system.load(range(1500, 2000), rate=300))
+        await system.restart_broker()
+        report = await system.report(
+            "spool's disk full, receiver restarted",
+            load,
+            published=0,
+            note=f"answers {load.statuses}; {spooled:.0f} events spooled before the restart",
+        )
+        report.published = await system.topic_records()
+        assert set(load.statuses) == {200, 503}, load.statuses  # filled up, never a 500
+        assert 0 < spooled <= load.statuses[200] == len(load.acked), (load.statuses, spooled)
+        _assert_exact(report)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_rebalance_during_database_outage(make_system) -> None:
+    """PostgreSQL is down while a second status-projection and analytics join their groups
+    (a rebalance) and comes back: every 200 is projected and counted exactly once."""
+    system = await make_system(SMSRX_BATCH_MAX_RECORDS="200")
+    loading = asyncio.create_task(system.load(range(10000), rate=500, duplicates=0.05))
+    await asyncio.sleep(4)
+    system.postgres.kill()
+    await asyncio.sleep(2)
+    for name in ("status-projection", "analytics"):
+        system.start_process(name, instance=f"{name}-2")
+    await asyncio.sleep(8)  # the groups rebalance while the database is away
+    system.postgres.start()
+    load = await loading
+    report = await system.report(
+        "rebalance during a database outage", load, published=await system.topic_records()
+    )
+    assert load.statuses.get(200, 0) == load.sent, load.statuses
+    _assert_exact(report)
