@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumers.publish import publish_many
 from smsrx.kafka import make_producer
+from smsrx.produce import produce_all
 from smsrx.settings import Settings
 
 __all__ = ["Offsets", "highwaters", "prefill"]
@@ -22,7 +22,7 @@ __all__ = ["Offsets", "highwaters", "prefill"]
 
 async def prefill(settings: Settings, topic: str, records: Sequence[tuple[bytes, bytes]]) -> float:
     """Produce (key, value) records with the batch API, keyed as the receiver keys them
-    (the workers' own :func:`~consumers.publish.publish_many`).
+    (smsrx's one produce path, :func:`smsrx.produce.produce_all`).
 
     Returns the rate in records per second.
     """
@@ -31,7 +31,7 @@ async def prefill(settings: Settings, topic: str, records: Sequence[tuple[bytes,
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        await publish_many(producer, topic, records)
+        await produce_all(producer, [(topic, k, v) for k, v in records])
     finally:
         await producer.stop()
     return len(records) / (loop.time() - started)

@@ -37,10 +37,10 @@ from aiokafka.errors import KafkaError
 
 from consumers import metrics
 from consumers.errors import is_transient
-from consumers.publish import publish_many
 from smsrx.clock import format_rfc3339, utcnow
 from smsrx.codec import encode
 from smsrx.events import DeliveryReceipt
+from smsrx.produce import produce_all
 from smsrx.settings import Settings
 from smsrx.statuses import Status
 
@@ -155,11 +155,8 @@ class ExpirySweeper:
         ]
         try:
             async with asyncio.timeout(max(1.0, self.settings.kafka_send_timeout * 2)):
-                await publish_many(
-                    self.producer,
-                    self.settings.topics.delivery_receipts,
-                    [(r.key, encode(r)) for r in receipts],
-                )
+                topic = self.settings.topics.delivery_receipts
+                await produce_all(self.producer, [(topic, r.key, encode(r)) for r in receipts])
         except BaseException:
             await self._release(conn, receipts, now)
             raise

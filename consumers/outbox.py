@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from consumers import metrics
 from consumers.errors import is_transient
-from consumers.publish import publish_many
+from smsrx.produce import produce_all
 
 __all__ = ["Outbox"]
 
@@ -84,7 +84,7 @@ class Outbox:
             rows = self.pending[: self.chunk]
             try:
                 async with asyncio.timeout(self.timeout):
-                    await publish_many(self.producer, self.topic, [(k, v) for _, k, v in rows])
+                    await produce_all(self.producer, [(self.topic, k, v) for _, k, v in rows])
             except (KafkaError, TimeoutError) as exc:
                 logger.warning(
                     "outbox: publish failed, %d changes kept: %r", len(self.pending), exc

@@ -52,11 +52,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from consumers import metrics
 from consumers.errors import DatabaseUnavailable, RecordRejected, is_data_error, is_transient
 from consumers.offsets import Offsets, Span
-from consumers.publish import publish_many
 from smsrx.codec import DecodeError
 from smsrx.db import create_pool
 from smsrx.deadletter import DeadLetter, encode_dead_letter
 from smsrx.kafka import make_consumer, make_producer, stop_bounded
+from smsrx.produce import produce_all
 from smsrx.settings import Settings
 
 __all__ = ["Applied", "Batch", "Decoder", "Rejected", "Worker"]
@@ -608,11 +608,13 @@ class Worker(abc.ABC):
         assert self.dead_letter_producer is not None
         producer = self.dead_letter_producer
         topic = self.settings.topics.dead_letter
-        records = [(r.record.key or b"", encode_dead_letter(self._letter(r))) for r in rejected]
+        records = [
+            (topic, r.record.key or b"", encode_dead_letter(self._letter(r))) for r in rejected
+        ]
 
         async def publish() -> bool:
             async with asyncio.timeout(max(1.0, self.settings.kafka_send_timeout * 2)):
-                await publish_many(producer, topic, records)
+                await produce_all(producer, records)
             return True
 
         if not await self._until_done(

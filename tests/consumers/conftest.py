@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 
 from consumers.analytics import Analytics
-from consumers.publish import publish_many
 from consumers.status_projection import StatusProjection
 from consumers.worker import Worker
 from smsrx.codec import encode
 from smsrx.events import DeliveryReceipt, InboundMessage, Submission
 from smsrx.kafka import make_producer
+from smsrx.produce import produce_all
 from smsrx.settings import Settings
 from smsrx.statuses import FINAL_STATUSES, RANK, Status
 
@@ -182,7 +182,7 @@ async def feed(settings: Settings, topic: str, events: Sequence[Any]) -> None:
     try:
         for start in range(0, len(events), 5000):
             chunk = events[start : start + 5000]
-            await publish_many(producer, topic, [(e.key, encode(e)) for e in chunk])
+            await produce_all(producer, [(topic, e.key, encode(e)) for e in chunk])
     finally:
         await producer.stop()
 
@@ -192,7 +192,7 @@ async def feed_raw(settings: Settings, topic: str, records: Sequence[tuple[bytes
     producer = make_producer(settings)
     await producer.start()
     try:
-        await publish_many(producer, topic, records)
+        await produce_all(producer, [(topic, k, v) for k, v in records])
     finally:
         await producer.stop()
 
