@@ -50,7 +50,7 @@ VARIABLES: dict[str, str] = {
     "SMSRX_TRUSTED_PROXIES": "CIDRs of proxies whose X-Forwarded-For is honoured (none)",
     "SMSRX_MAX_BODY_BYTES": "largest callback body accepted (65536)",
     "SMSRX_CLIENT_TIMEOUT": "longest a client may take for its TLS handshake, to send a request, or idle between requests (10s)",
-    "SMSRX_MAX_CONNECTIONS": "open connections per receiver process; past it, new ones are closed before TLS (4096: carriers need a few hundred at most; 4096 stalled handshakes hold about 300 MiB, bench/edge_flood.py)",
+    "SMSRX_MAX_CONNECTIONS": "open connections per receiver process; past it, new ones are closed before TLS (4096: carriers need a few hundred at most; a stalled handshake holds about 78 KiB, so 4096 about 370 MiB: 1024 keeps a process under 150 MB, bench/README.md)",
     "SMSRX_RETRY_AFTER": "Retry-After seconds sent with a 503 (5)",
     "SMSRX_DEDUP_CACHE_SIZE": "receiver's in-process dedup cache entries (200000)",
     "SMSRX_SPOOL_DIR": "receiver's durable spool directory (<state dir>/spool)",
