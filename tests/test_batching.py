@@ -99,3 +99,16 @@ async def test_close_finishes_what_was_submitted() -> None:
     assert [f.result() for f in futures] == [0, 10, 20, 30, 40]
     with pytest.raises(RuntimeError):
         batcher.submit_nowait(9)
+
+
+async def test_a_pause_gathers_fuller_batches() -> None:
+    """With a pause (for work nobody waits on), items arriving during it share the next batch."""
+    fn = _Recorder()
+    batcher: Batcher[int, int] = Batcher(fn, name="t", pause=0.05)
+    first = batcher.submit_nowait(0)
+    await asyncio.sleep(0.01)  # the first batch ran; the batcher now rests
+    rest = [batcher.submit_nowait(i) for i in range(1, 4)]
+    await asyncio.sleep(0.01)
+    later = [batcher.submit_nowait(i) for i in range(4, 6)]
+    await asyncio.gather(first, *rest, *later)
+    assert fn.batches == [[0], [1, 2, 3, 4, 5]]
