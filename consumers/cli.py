@@ -137,7 +137,7 @@ def _add_status(sub: Any) -> None:
     status.add_argument("provider", metavar="PROVIDER", help="the carrier, e.g. orange")
     status.add_argument("message_id", metavar="MESSAGE_ID", help="the carrier's message id")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
-    status.set_defaults(handler=_run_status)
+    status.set_defaults(handler=_run_status, one_shot=True)
 
 
 def _add_submissions(sub: Any) -> None:
@@ -175,7 +175,7 @@ def _add_submissions(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="a free-form label such as tenant=acme or campaign=spring; repeatable",
     )
-    publish.set_defaults(handler=_publish_submission)
+    publish.set_defaults(handler=_publish_submission, one_shot=True)
 
 
 def add_commands(sub: Any) -> None:

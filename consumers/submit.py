@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from smsrx.clock import parse_rfc3339, utcnow
 from smsrx.codec import encode
 from smsrx.events import Submission
-from smsrx.kafka import make_producer, stop_bounded
+from smsrx.kafka import make_producer, start_producer, stop_bounded
 from smsrx.phones import InvalidPhoneNumber, to_e164
 from smsrx.settings import Settings
 
@@ -59,7 +59,7 @@ def build_submission(
 async def publish_submission(settings: Settings, submission: Submission) -> tuple[str, int, int]:
     """Publish one submission (acks=all); return its topic, partition and offset."""
     producer = make_producer(settings)
-    await producer.start()
+    await start_producer(producer, settings)
     try:
         meta = await producer.send_and_wait(
             settings.topics.submissions, encode(submission), key=submission.key

@@ -27,9 +27,9 @@ from receiver.spool import Spool, SpoolLocked
 from receiver.tls import server_context
 from receiver.workers import CANNOT_START, Supervisor
 from smsrx.db import create_pool
-from smsrx.dev.process import set_parent_death_signal
 from smsrx.logs import setup_logging
 from smsrx.metrics import start_metrics_server
+from smsrx.process import set_parent_death_signal
 from smsrx.settings import ConfigError, Settings
 
 __all__ = ["create_app", "run"]

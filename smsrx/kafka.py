@@ -3,7 +3,8 @@
 Every producer uses ``acks="all"`` and bounds each request by the send timeout:
 aiokafka can otherwise wait forever on a broker that is down (aio-libs/aiokafka#1101).
 The idempotent producer is on by default (Apache Kafka) and can be turned off for
-brokers without it (the development broker).
+brokers without it (the development broker); :func:`start_producer` says so when a
+broker refuses it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,23 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnknownError,
+    UnsupportedVersionError,
+)
 
 from smsrx.settings import Settings
 
-__all__ = ["create_topics", "make_consumer", "make_producer", "stop_bounded"]
+__all__ = [
+    "BrokerWithoutIdempotence",
+    "create_topics",
+    "make_consumer",
+    "make_producer",
+    "start_producer",
+    "stop_bounded",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +50,36 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+class BrokerWithoutIdempotence(Exception):
+    """The broker refused the idempotent producer's InitProducerId request.
+
+    Brokers without the idempotent producer (the development broker, Tansu) answer it
+    with an unknown error or an unsupported version.
+    """
+
+    def __init__(self, bootstrap: str, cause: KafkaError) -> None:
+        self.message = (
+            f"the broker at {bootstrap} has no idempotent producer (InitProducerId: "
+            f"{type(cause).__name__}); set SMSRX_KAFKA_IDEMPOTENCE=0 for brokers without it, "
+            "such as the development broker"
+        )
+        """One line saying what to do."""
+        super().__init__(self.message)
+
+
+async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None:
+    """Start ``producer``, or stop it again and raise: :class:`BrokerWithoutIdempotence`
+    when the broker refuses the idempotent producer, else aiokafka's error."""
+    try:
+        await producer.start()
+    except BaseException as exc:
+        await stop_bounded(producer, settings.kafka_send_timeout)
+        # start() sends InitProducerId only for an idempotent producer.
+        if settings.kafka_idempotence and isinstance(exc, (UnknownError, UnsupportedVersionError)):
+            raise BrokerWithoutIdempotence(settings.kafka_bootstrap, exc) from exc
+        raise
 
 
 def make_consumer(

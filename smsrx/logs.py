@@ -8,8 +8,14 @@ import sys
 __all__ = ["setup_logging"]
 
 
-def setup_logging(level: str = "INFO", *, name: str = "smsrx") -> None:
-    """One line per record on stderr: time, level, process role, logger and message."""
+def setup_logging(
+    level: str = "INFO", *, name: str = "smsrx", quiet_libraries: bool = False
+) -> None:
+    """One line per record on stderr: time, level, process role, logger and message.
+
+    ``quiet_libraries`` (commands that do one thing and exit) drops aiokafka's records:
+    the command's own one line says what failed.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(
@@ -20,5 +26,6 @@ def setup_logging(level: str = "INFO", *, name: str = "smsrx") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiokafka logs every reconnect attempt at ERROR; our own lines say what matters.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    floor = logging.CRITICAL if quiet_libraries else logging.WARNING
+    logging.getLogger("aiokafka").setLevel(max(floor, root.level))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -15,7 +15,14 @@ from typing import Any
 
 from smsrx.topics import Topics
 
-__all__ = ["ORANGE_SOURCE_ADDRESSES", "VARIABLES", "ConfigError", "Network", "Settings"]
+__all__ = [
+    "ORANGE_SOURCE_ADDRESSES",
+    "VARIABLES",
+    "ConfigError",
+    "Network",
+    "Settings",
+    "state_dir_of",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,7 +74,7 @@ VARIABLES: dict[str, str] = {
     "SMSRX_ORANGE_NOTIFY_URL": "HTTPS URL Orange posts receipts to (port 443)",
     "SMSRX_ORANGE_TIMEOUT": "timeout of one Orange API call (10s)",
     "SMSRX_ORANGE_RECONCILE_INTERVAL": "how often the reconciler checks the subscription (5m)",
-    "SMSRX_STATE_DIR": "state directory of 'smsrx dev' (./.smsrx)",
+    "SMSRX_STATE_DIR": "state directory of 'smsrx dev'; other commands find its dev.json there (./.smsrx)",
     "SMSRX_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (INFO)",
 }
 
@@ -94,6 +101,12 @@ def parse_networks(name: str, text: str) -> tuple[Network, ...]:
         except ValueError:
             raise ConfigError(f"{name}: {item!r} is not an IP address or CIDR") from None
     return tuple(networks)
+
+
+def state_dir_of(environ: Mapping[str, str]) -> Path:
+    """``SMSRX_STATE_DIR``, else ``.smsrx`` in the working directory: where ``smsrx dev``
+    keeps its data and its ``dev.json``, and where the other commands look for it."""
+    return Path(environ.get("SMSRX_STATE_DIR", "").strip() or ".smsrx")
 
 
 class _Env:
@@ -193,7 +206,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read every ``SMSRX_*`` variable; raise :class:`ConfigError` naming a bad one."""
         env = _Env(environ)
-        state_dir = Path(env.text("SMSRX_STATE_DIR", ".smsrx"))
+        state_dir = state_dir_of(environ)
         log_level = env.text("SMSRX_LOG_LEVEL", "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(

@@ -23,8 +23,8 @@ from smsrx.topics import Topics
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from smsrx.dev.broker import Broker
-    from smsrx.dev.postgres import Postgres
+    from smsrx.cli.dev.broker import Broker
+    from smsrx.cli.dev.postgres import Postgres
 
 
 @pytest.fixture(scope="session")

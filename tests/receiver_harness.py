@@ -15,7 +15,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from receiver.app import create_app, ssl_context
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
 
 

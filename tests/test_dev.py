@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "tests" / "samples" / "orange_dr.json"
@@ -173,3 +175,133 @@ def test_dev_stack_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
         alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         time.sleep(0.3)
     assert alive == []
+
+
+# --- A second terminal: every other command finds the running `smsrx dev` by itself ---
+
+USING = "smsrx: using the development stack of 'smsrx dev' (pid {pid}, .smsrx/dev.json)"
+PUBLISH = ("submissions", "publish", "--provider", "orange", "--recipient", "+2250700000001")
+
+
+@pytest.fixture(scope="module")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A running `smsrx dev` whose state directory is `.smsrx` in the yielded directory."""
+    home = tmp_path_factory.mktemp("terminal")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smsrx.cli", "dev", "--no-subscriptions"],
+        env=_env(home / ".smsrx"),
+        cwd=ROOT,
+    )
+    try:
+        dev_json = _wait_for(home / ".smsrx" / "dev.json", proc)
+        yield home, dev_json
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _second_terminal(home: Path, *argv: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`smsrx ARGV` in ``home`` with no SMSRX_* variable but ``variables``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
+    env.update(HOME=str(home), **variables)
+    return subprocess.run(
+        [sys.executable, "-m", "smsrx.cli", *argv],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_second_terminal_publishes_and_reads_status_through_dev_json(
+    dev_stack: tuple[Path, dict[str, Any]],
+) -> None:
+    """With no variables, `submissions publish` and `status` use the running dev stack and say so."""
+    home, dev_json = dev_stack
+    using = USING.format(pid=dev_json["pid"])
+    published = _second_terminal(home, *PUBLISH, "--message-id", "second-1")
+    assert published.returncode == 0, published.stderr
+    assert published.stderr.splitlines() == [using]
+    assert published.stdout.startswith("published submission ")
+
+    deadline = time.monotonic() + 60
+    while True:
+        status = _second_terminal(home, "status", "orange", "second-1")
+        if status.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stderr.splitlines() == [using]
+    assert "submitted " in status.stdout and "+2250700000001" in status.stdout
+
+
+@pytest.mark.timeout(240)
+def test_an_explicit_database_url_turns_dev_json_off(
+    dev_stack: tuple[Path, dict[str, Any]],
+) -> None:
+    """SMSRX_DATABASE_URL set by hand wins: dev.json is not read, and the refusal is one line, exit 4."""
+    home, _ = dev_stack
+    port = free_port()
+    url = f"postgresql://postgres:secret@127.0.0.1:{port}/elsewhere"
+    status = _second_terminal(home, "status", "orange", "x", SMSRX_DATABASE_URL=url)
+    assert status.returncode == 4
+    [line] = status.stderr.splitlines()
+    assert line.startswith("smsrx: ") and f"127.0.0.1:{port}/elsewhere (SMSRX_DATABASE_URL)" in line
+    assert "secret" not in line
+
+
+@pytest.mark.timeout(240)
+def test_publishing_idempotently_to_the_dev_broker_is_one_line(
+    dev_stack: tuple[Path, dict[str, Any]],
+) -> None:
+    """SMSRX_KAFKA_IDEMPOTENCE=1 against the development broker: one line naming the fix, exit 5, no traceback."""
+    home, dev_json = dev_stack
+    published = _second_terminal(
+        home, *PUBLISH, "--message-id", "second-2", SMSRX_KAFKA_IDEMPOTENCE="1"
+    )
+    assert published.returncode == 5
+    assert published.stdout == ""
+    using, line = published.stderr.splitlines()
+    assert using == USING.format(pid=dev_json["pid"])
+    assert line.startswith(f"smsrx: the broker at {dev_json['kafka_bootstrap']} has no idempotent")
+    assert "SMSRX_KAFKA_IDEMPOTENCE=0" in line
+
+
+@pytest.mark.timeout(240)
+def test_a_stale_dev_json_is_ignored(
+    dev_stack: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A dev.json whose `smsrx dev` is gone is not used, even when its services still answer."""
+    _, dev_json = dev_stack
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / ".smsrx").mkdir()
+    (tmp_path / ".smsrx" / "dev.json").write_text(json.dumps({**dev_json, "pid": gone.pid}))
+    status = _second_terminal(tmp_path, "status", "orange", "x")
+    assert status.returncode == 4
+    [line] = status.stderr.splitlines()
+    assert "127.0.0.1:5432/smsrx (SMSRX_DATABASE_URL)" in line
+
+
+def test_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
+    """Publishing to a broker nobody runs: one line naming SMSRX_KAFKA_BOOTSTRAP, exit 4."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    published = _second_terminal(
+        tmp_path, *PUBLISH, "--message-id", "x", SMSRX_KAFKA_BOOTSTRAP=bootstrap
+    )
+    assert published.returncode == 4
+    assert published.stderr.splitlines() == [
+        f"smsrx: cannot reach the broker at {bootstrap} (SMSRX_KAFKA_BOOTSTRAP); is it up?"
+    ]
+
+
+def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
+    """A usage error is one line naming the help to read, exit 2."""
+    status = _second_terminal(tmp_path, "status", "orange")
+    assert status.returncode == 2
+    assert status.stderr.splitlines() == [
+        "smsrx status: the following arguments are required: MESSAGE_ID (see 'smsrx status --help')"
+    ]

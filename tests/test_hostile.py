@@ -24,7 +24,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from smsrx.dev.process import free_port, wait_for_port
+from smsrx.cli.dev.process import free_port, wait_for_port
 from smsrx.kafka import create_topics
 from smsrx.settings import Settings
 from smsrx.topics import Topics

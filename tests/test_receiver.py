@@ -10,8 +10,8 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from smsrx.cli.dev.broker import Broker
 from smsrx.codec import decode_delivery_receipt, decode_inbound
-from smsrx.dev.broker import Broker
 from smsrx.statuses import Status
 from tests.receiver_harness import client, read_topic, running_receiver, url_for
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from receiver.app import create_app
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from tests.receiver_harness import client, client_ssl, read_topic, running_receiver, url_for
 
 ORANGE = "/callbacks/orange/dr"

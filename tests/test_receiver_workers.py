@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.adapters import orange
 from receiver.spool import Spool
+from smsrx.cli.dev.process import free_port, wait_for_port
 from smsrx.clock import utcnow
 from smsrx.codec import encode
-from smsrx.dev.process import free_port, wait_for_port
 from smsrx.settings import Settings
 from tests.fault.harness import receipt_body
 from tests.receiver_harness import client, read_topic

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from receiver.errors import Unavailable
 from receiver.spool import Spool, SpoolLocked
+from smsrx.cli.dev.broker import Broker
 from smsrx.codec import decode_delivery_receipt
-from smsrx.dev.broker import Broker
 from tests.receiver_harness import client, read_topic, running_receiver, url_for
 
 

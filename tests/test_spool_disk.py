@@ -21,8 +21,8 @@ from receiver.adapters import orange
 from receiver.errors import Unavailable
 from receiver.keys import PIPELINE
 from receiver.spool import Spool
+from smsrx.cli.dev.broker import Broker
 from smsrx.codec import decode_delivery_receipt
-from smsrx.dev.broker import Broker
 from smsrx.kafka import create_topics
 from tests.receiver_harness import RunningReceiver, client, read_topic, running_receiver, url_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
 
 

@@ -14,8 +14,8 @@ from datetime import timedelta
 
 import pytest
 
+from smsrx.cli.dev.process import free_port
 from smsrx.codec import decode_submission
-from smsrx.dev.process import free_port
 from smsrx.settings import Settings
 from smsrx.statuses import Status
 from tests.consumers.conftest import T0, feed, read_topic, receipt, submission, wait_for

@@ -17,8 +17,8 @@ from aiokafka.errors import KafkaError
 from consumers.expiry import ExpirySweeper
 from consumers.status_projection import StatusProjection
 from consumers.worker import Batch
+from smsrx.cli.dev.broker import Broker
 from smsrx.clock import utcnow
-from smsrx.dev.broker import Broker
 from smsrx.kafka import make_producer
 from smsrx.settings import Settings
 from smsrx.statuses import Status

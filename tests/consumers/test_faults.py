@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
 from tests.consumers.conftest import feed, oracle, projected, sample, wait_for, workload
 from tests.consumers.kafka_state import committed_offsets, end_offsets

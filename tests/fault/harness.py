@@ -21,12 +21,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.adapters import orange
+from smsrx.cli.dev.broker import Broker
+from smsrx.cli.dev.certs import ensure_certificate
+from smsrx.cli.dev.postgres import Postgres
+from smsrx.cli.dev.process import Child, free_port, wait_for_port
 from smsrx.clock import utcnow
 from smsrx.db import migrate
-from smsrx.dev.broker import Broker
-from smsrx.dev.certs import ensure_certificate
-from smsrx.dev.postgres import Postgres
-from smsrx.dev.process import Child, free_port, wait_for_port
 from smsrx.kafka import create_topics
 from smsrx.settings import Settings
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
-from smsrx.dev.process import Child, wait_for_port
+from smsrx.cli.dev.process import Child, wait_for_port
 from tests.fault.harness import System
 
 pytestmark = pytest.mark.timeout(600)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from smsrx.dev.postgres import Postgres
+from smsrx.cli.dev.postgres import Postgres
 from tests.ops import grafana
 from tests.ops.stack import ROOT, DevStack, FakeOrangeServer, Prometheus, get, wait_until
 from tests.ops.traffic import Report, Traffic

@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 import yaml
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from tests.subscriptions.fake_orange import FakeOrange
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 from aiohttp import web
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 
 _EXPIRED = {
     "code": 42,

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from smsrx.cli import main
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
 from subscriptions.config import missing_credentials, skip_reason
 from tests.subscriptions.conftest import AUTH_HEADER, NOTIFY_URL, OTHER_URL, SENDER, sample

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
 from subscriptions.client import OrangeClient, open_client
 from subscriptions.errors import (

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from smsrx.dev.process import free_port
+from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
 from subscriptions.watch import run_reconciler
 from tests.subscriptions.conftest import AUTH_HEADER, FAST, NOTIFY_URL, SENDER

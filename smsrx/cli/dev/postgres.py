@@ -15,7 +15,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from smsrx.dev.process import Child, free_port, wait_for_port
+from smsrx.cli.dev.process import Child, free_port, wait_for_port
 
 __all__ = ["Postgres"]
 

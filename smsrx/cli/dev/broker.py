@@ -10,7 +10,7 @@ import logging
 import signal
 from pathlib import Path
 
-from smsrx.dev.process import Child, free_port, wait_for_port
+from smsrx.cli.dev.process import Child, free_port, wait_for_port
 
 __all__ = ["Broker", "broker_binary"]
 

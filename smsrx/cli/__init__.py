@@ -1,5 +1,10 @@
 """The ``smsrx`` command: one entry point for every process and operator task.
 
+This package is the composition root: it sits above everything and is the only part
+of ``smsrx`` that imports the receiver, the consumers and the subscription manager;
+nothing imports it (``pyproject.toml``, ``[tool.importlinter]``). The development
+stack that ``smsrx dev`` runs lives here too, in :mod:`smsrx.cli.dev`.
+
 Settings are read from the environment exactly once, here, and passed down.
 """
 
@@ -10,8 +15,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from smsrx import __version__
+from smsrx.cli.dev.state import RunningStack, dev_defaults
+from smsrx.cli.failures import EXIT_USAGE, explain
 from smsrx.logs import setup_logging
 from smsrx.settings import VARIABLES, ConfigError, Settings
 
@@ -36,7 +44,7 @@ def _epilog() -> str:
 
 def _run_dev(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        from smsrx.dev.supervisor import run_dev
+        from smsrx.cli.dev.supervisor import run_dev
     except ImportError as exc:
         print(
             f"smsrx dev needs the development extra ({exc.name} is missing): pip install 'smsrx[dev]'",
@@ -74,9 +82,21 @@ def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line that names the help to read."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The full command tree, with every subcommand's own --help."""
-    parser = argparse.ArgumentParser(
+    """The full command tree, with every subcommand's own --help.
+
+    Each command sets ``handler`` (a :data:`Handler`) and, when it does one thing and
+    exits, ``one_shot=True``: its failures are then reported by :func:`explain` alone,
+    without the client libraries' own error records before that line.
+    """
+    parser = _Parser(
         prog="smsrx",
         description=_DESCRIPTION,
         epilog=_epilog(),
@@ -90,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole system locally on embedded services",
         description="Start PostgreSQL, the Kafka-protocol broker, the receiver and every worker, "
         "supervise them, and stop them all on Ctrl-C. State lives in SMSRX_STATE_DIR (./.smsrx); "
-        "addresses are printed and written to <state dir>/dev.json. Ports and allowlists follow "
-        "the same SMSRX_* variables as production; the allowlists also admit loopback.",
+        "addresses are printed and written to <state dir>/dev.json, where every other smsrx "
+        "command run with neither SMSRX_KAFKA_BOOTSTRAP nor SMSRX_DATABASE_URL set finds the "
+        "stack. Ports and allowlists follow the same SMSRX_* variables as production; the "
+        "allowlists also admit loopback.",
     )
     dev.add_argument(
         "--no-subscriptions", action="store_true", help="never run the Orange reconciler"
@@ -127,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         help="apply pending migrations (safe to repeat)",
         description="Apply every migration not yet applied to SMSRX_DATABASE_URL; running it again is harmless.",
-    ).set_defaults(handler=_db_migrate)
+    ).set_defaults(handler=_db_migrate, one_shot=True)
 
     topics = sub.add_parser("topics", help="Kafka topic tasks").add_subparsers(
         dest="topics", metavar="TASK", required=True
@@ -137,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the smsrx topics that do not exist",
         description="Create every smsrx topic on SMSRX_KAFKA_BOOTSTRAP with SMSRX_TOPIC_PARTITIONS "
         "partitions and SMSRX_TOPIC_REPLICATION replicas (min.insync.replicas=2 from 3 replicas).",
-    ).set_defaults(handler=_topics_create)
+    ).set_defaults(handler=_topics_create, one_shot=True)
 
     from consumers.cli import add_commands as add_consumer_commands
     from subscriptions.cli import add_commands as add_subscription_commands
@@ -147,31 +169,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _environment(args: argparse.Namespace) -> tuple[dict[str, str], RunningStack | None]:
+    """The variables of this command: the operator's, over a running ``smsrx dev``'s when
+    they name neither broker nor database (:mod:`smsrx.cli.dev.state`)."""
+    if args.command == "dev":
+        return dict(os.environ), None
+    return dev_defaults(os.environ)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``smsrx`` console script."""
     args = build_parser().parse_args(argv)
+    environ, stack = _environment(args)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(environ)
     except ConfigError as exc:
         print(f"smsrx: configuration error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, name=getattr(args, "worker", None) or args.command)
+        return EXIT_USAGE
+    if stack is not None:
+        print(
+            f"smsrx: using the development stack of 'smsrx dev' (pid {stack.pid}, {stack.path})",
+            file=sys.stderr,
+        )
+    setup_logging(
+        settings.log_level,
+        name=getattr(args, "worker", None) or args.command,
+        quiet_libraries=getattr(args, "one_shot", False),
+    )
     handler: Handler = args.handler
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 130
-    except ConfigError as exc:
-        print(f"smsrx: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a service that is down or not where the settings say
-        print(
-            f"smsrx: {exc.strerror or exc}; is the service up? "
-            "(SMSRX_DATABASE_URL, SMSRX_KAFKA_BOOTSTRAP)",
-            file=sys.stderr,
-        )
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except Exception as exc:
+        failure = explain(exc, settings)
+        if failure is None:
+            raise
+        print(f"smsrx: {failure.line}", file=sys.stderr)
+        return failure.code
