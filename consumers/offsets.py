@@ -11,11 +11,15 @@ says every record before it was applied, so three rules guard it:
    its partitions are sought back to its first offset, and a batch fetched before that
    seek is dropped, since its records are fetched again after the abandoned ones.
 3. **Sequence.** A partition's batch is applied only if it starts at the partition's
-   expected offset (where the last applied batch ended), or directly follows that batch
-   in the fetch stream: the broker never returns transaction markers, yet they take an
-   offset. Otherwise the batch is dropped and the partition sought back to the expected
-   offset. After an assignment the first batch sets the expected offset, as the consumer
-   starts at the committed one.
+   expected offset (where the last applied batch ended). Otherwise the batch is dropped
+   and the partition sought back to the expected offset. A broker may make a later
+   produce batch visible before an earlier one: the development broker does, with two
+   producers on one partition (``receiver --workers 2``), and a consumer that moved on
+   would skip the earlier batch for good. Fetched again, the records are there. Only
+   a gap that is still there after :data:`GAP_TRIES` fetches is taken as offsets that
+   hold no record (transaction markers, compacted records), and passed with a warning.
+   After an assignment the first batch sets the expected offset, as the consumer starts
+   at the committed one.
 
 Only an applied batch moves the offset to commit.
 """
@@ -43,9 +47,6 @@ class Span:
     """The rebalance generation it was fetched in."""
     epoch: int
     """The partition's epoch (seeks) it was fetched in."""
-    after: int | None
-    """Where the partition's fetch stream stood before it: the end of the span fetched
-    before it in the same epoch, or the offset sought; None after an assignment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,13 @@ class Admission:
     apply: bool
     """Apply it: it starts where the partition's applied records end."""
     seek: int | None = None
-    """Seek the partition back to this offset (a gap: records before it were lost)."""
+    """Seek the partition back to this offset (a gap: records before it not yet seen)."""
+    skipped: tuple[int, int] | None = None
+    """Applied past a gap that stayed: the offsets ``[start, end)`` that held no record."""
+
+
+GAP_TRIES = 5
+"""Fetches a gap must survive, each after a seek back to it, before it is passed."""
 
 
 class Offsets:
@@ -66,7 +73,7 @@ class Offsets:
         """Incremented on each revoke and assignment."""
         self._epochs = itertools.count(1)
         self._epoch: dict[TopicPartition, int] = {}
-        self._fetched: dict[TopicPartition, int] = {}
+        self._gaps: dict[TopicPartition, tuple[int, int]] = {}
         self._expected: dict[TopicPartition, int] = {}
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -80,25 +87,17 @@ class Offsets:
 
     def forget(self, tp: TopicPartition) -> None:
         """Drop everything known about a partition (revoked, or the worker closes)."""
-        for book in (self._epoch, self._fetched, self._expected, self._done, self._committed):
+        for book in (self._epoch, self._gaps, self._expected, self._done, self._committed):
             book.pop(tp, None)
 
     def partitions(self) -> set[TopicPartition]:
         """The partitions with something recorded."""
-        return set(self._epoch) | set(self._fetched) | set(self._expected) | set(self._done)
+        return set(self._epoch) | set(self._gaps) | set(self._expected) | set(self._done)
 
     def fetched(self, tp: TopicPartition, first: int, next_offset: int) -> Span:
         """Record that the consumer returned ``[first, next_offset)`` of ``tp``; call it as
         soon as the fetch returns, in fetch order."""
-        span = Span(
-            first,
-            next_offset,
-            self.generation,
-            self._epoch.get(tp, 0),
-            self._fetched.get(tp),
-        )
-        self._fetched[tp] = next_offset
-        return span
+        return Span(first, next_offset, self.generation, self._epoch.get(tp, 0))
 
     def admit(self, tp: TopicPartition, span: Span) -> Admission:
         """Whether ``span`` may be applied now; a refused span is dropped, and its
@@ -106,8 +105,16 @@ class Offsets:
         if span.generation != self.generation or span.epoch != self._epoch.get(tp, 0):
             return Admission(apply=False)
         expected = self._expected.get(tp)
-        if expected is None or expected in (span.first, span.after):
+        if expected is None or span.first == expected:
+            self._gaps.pop(tp, None)
             return Admission(apply=True)
+        if span.first > expected:
+            at, tries = self._gaps.get(tp, (expected, 0))
+            tries = tries + 1 if at == expected else 1
+            if tries > GAP_TRIES:
+                del self._gaps[tp]
+                return Admission(apply=True, skipped=(expected, span.first))
+            self._gaps[tp] = (expected, tries)
         self._sought(tp, expected)
         return Admission(apply=False, seek=expected)
 
@@ -137,5 +144,4 @@ class Offsets:
 
     def _sought(self, tp: TopicPartition, offset: int) -> None:
         self._epoch[tp] = next(self._epochs)
-        self._fetched[tp] = offset
         self._expected[tp] = offset

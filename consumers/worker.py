@@ -51,7 +51,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers import metrics
 from consumers.errors import DatabaseUnavailable, RecordRejected, is_data_error, is_transient
-from consumers.offsets import Offsets, Span
+from consumers.offsets import GAP_TRIES, Offsets, Span
 from smsrx.codec import DecodeError
 from smsrx.db import create_pool
 from smsrx.deadletter import DeadLetter, encode_dead_letter
@@ -496,7 +496,7 @@ class Worker(abc.ABC):
             admission = self._offsets.admit(tp, part.span)
             stale += 0 if admission.apply or admission.seek is not None else part.size
             if admission.seek is not None:
-                logger.warning(
+                logger.info(
                     "%s: batch at %s[%d] offset %d does not follow offset %d; fetching again",
                     self.role,
                     tp.topic,
@@ -505,6 +505,17 @@ class Worker(abc.ABC):
                     admission.seek,
                 )
                 self._seek(tp, admission.seek)
+            if admission.skipped is not None:
+                logger.warning(
+                    "%s: offsets %d-%d of %s[%d] returned no record in %d fetches: passed as "
+                    "offsets without records (transaction markers or compaction)",
+                    self.role,
+                    admission.skipped[0],
+                    admission.skipped[1] - 1,
+                    tp.topic,
+                    tp.partition,
+                    GAP_TRIES + 1,
+                )
             if admission.apply:
                 parts[tp] = part
         if stale:

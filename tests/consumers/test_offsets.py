@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from consumers.offsets import Admission, Offsets
+from consumers.offsets import GAP_TRIES, Admission, Offsets
 
 TP = TopicPartition("sms.delivery-receipts.v1", 0)
 OTHER = TopicPartition("sms.delivery-receipts.v1", 1)
@@ -70,25 +70,40 @@ def test_a_batch_starting_at_a_gap_is_refused_with_a_seek() -> None:
     assert book.to_commit({TP}) == {TP: 300}
 
 
-def test_offsets_the_broker_skips_are_not_a_gap() -> None:
-    """A batch that directly follows the last applied one in the fetch stream is applied
-    even when it starts later (transaction markers and compacted records have offsets but
-    are never returned), also right after a seek back."""
+def test_a_batch_visible_before_an_earlier_one_is_fetched_again() -> None:
+    """A later produce batch the broker showed before an earlier one (two producers on a
+    partition) is not applied past the unseen records: fetched again, they are there."""
     book = Offsets()
     book.rebalanced({TP})
     first = book.fetched(TP, 100, 200)
     book.admit(TP, first)
     book.applied(TP, first)
-    following = book.fetched(TP, 201, 300)  # offset 200 is a commit marker
-    assert book.admit(TP, following).apply
+    early = book.fetched(TP, 204, 300)  # 200-203 not visible yet
+    assert book.admit(TP, early) == Admission(apply=False, seek=200)
+    again = book.fetched(TP, 200, 300)
+    assert book.admit(TP, again) == Admission(apply=True)
+    book.applied(TP, again)
+    assert book.to_commit({TP}) == {TP: 300}
+
+
+def test_a_gap_that_stays_is_passed_after_a_few_fetches() -> None:
+    """Offsets that hold no record (transaction markers, compaction) stay a gap however
+    often they are fetched: after GAP_TRIES refusals the batch is applied past them."""
+    book = Offsets()
+    book.rebalanced({TP})
+    first = book.fetched(TP, 100, 200)
+    book.admit(TP, first)
+    book.applied(TP, first)
+    for _ in range(GAP_TRIES):
+        following = book.fetched(TP, 201, 300)  # offset 200 is a commit marker
+        assert book.admit(TP, following) == Admission(apply=False, seek=200)
+    following = book.fetched(TP, 201, 300)
+    assert book.admit(TP, following) == Admission(apply=True, skipped=(200, 201))
     book.applied(TP, following)
-    abandoned = book.fetched(TP, 300, 400)
-    assert book.admit(TP, abandoned).apply
-    assert book.abandoned(TP, abandoned) == 300
-    after_seek = book.fetched(TP, 302, 400)  # 300 and 301: markers
-    assert book.admit(TP, after_seek).apply
-    book.applied(TP, after_seek)
-    assert book.to_commit({TP}) == {TP: 400}
+    assert book.to_commit({TP}) == {TP: 300}
+    # A new gap further on starts counting afresh.
+    later = book.fetched(TP, 302, 400)
+    assert book.admit(TP, later) == Admission(apply=False, seek=300)
 
 
 def test_the_first_batch_after_an_assignment_sets_the_expected_offset() -> None:
