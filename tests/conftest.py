@@ -20,6 +20,7 @@ from smsrx.db import migrate
 from smsrx.kafka import create_topics
 from smsrx.settings import Settings
 from smsrx.topics import Topics
+from tests.helpers import truncate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -59,17 +60,7 @@ async def migrated(postgres: Postgres) -> str:
 @pytest.fixture
 async def database_url(migrated: str) -> str:
     """The test database, emptied of every row before the test."""
-    conn = await asyncpg.connect(migrated)
-    try:
-        tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'schema_migrations'"
-        )
-        if tables:
-            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
-            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-    finally:
-        await conn.close()
+    await truncate(migrated)
     return migrated
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 
 from receiver.app import create_app, ssl_context
 from smsrx.cli.dev.process import free_port
@@ -87,21 +85,3 @@ def url_for(receiver: RunningReceiver, path: str, source: str) -> str:
     port = receiver.settings.receiver_port
     host = "[::1]" if ":" in source else "127.0.0.1"
     return f"https://{host}:{port}{path}"
-
-
-async def read_topic(bootstrap: str, topic: str, *, idle: float = 1.0) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) on ``topic``, read until nothing new arrives for ``idle`` seconds."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    records: list[tuple[bytes, bytes]] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle * 1000))
-            if not batch:
-                break
-            records += [(r.key, r.value) for rs in batch.values() for r in rs]
-    finally:
-        await asyncio.wait_for(consumer.stop(), 5)
-    return records

@@ -28,7 +28,7 @@ from smsrx.cli.dev.process import free_port, wait_for_port
 from smsrx.kafka import create_topics
 from smsrx.settings import Settings
 from smsrx.topics import Topics
-from tests.receiver_harness import read_topic
+from tests.helpers import process_env, read_topic
 
 ROOT = Path(__file__).parent.parent
 GOOD = b'{"deliveryInfoNotification":{"callbackData":"m-1","deliveryInfo":{"address":"tel:+2250700000000","deliveryStatus":"DeliveredToTerminal"}}}'
@@ -75,25 +75,25 @@ class LiveReceiver:
 
 def _receiver_env(broker, migrated, tls_files, spool: Path, prefix: str, **extra: str) -> dict:
     """The environment of a receiver process allowing 127.0.0.1 and 127.0.0.2, on free ports."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")},
-        "SMSRX_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "SMSRX_KAFKA_IDEMPOTENCE": "0",
-        "SMSRX_TOPIC_PREFIX": prefix,
-        "SMSRX_DATABASE_URL": migrated,
-        "SMSRX_RECEIVER_HOST": "127.0.0.1",
-        "SMSRX_RECEIVER_PORT": str(free_port()),
-        "SMSRX_METRICS_HOST": "127.0.0.1",
-        "SMSRX_RECEIVER_METRICS_PORT": str(free_port()),
-        "SMSRX_TLS_CERT": str(tls_files["cert"]),
-        "SMSRX_TLS_KEY": str(tls_files["key"]),
-        "SMSRX_ALLOW_ORANGE": "127.0.0.1,127.0.0.2",
-        "SMSRX_ALLOW_VAVASMS": "127.0.0.1,127.0.0.2",
-        "SMSRX_CLIENT_TIMEOUT": "3s",
-        "SMSRX_SPOOL_DIR": str(spool),
-        "SMSRX_LOG_LEVEL": "WARNING",
-        **extra,
+    variables = {
+        "KAFKA_BOOTSTRAP": broker.bootstrap,
+        "KAFKA_IDEMPOTENCE": "0",
+        "TOPIC_PREFIX": prefix,
+        "DATABASE_URL": migrated,
+        "RECEIVER_HOST": "127.0.0.1",
+        "RECEIVER_PORT": str(free_port()),
+        "METRICS_HOST": "127.0.0.1",
+        "RECEIVER_METRICS_PORT": str(free_port()),
+        "TLS_CERT": str(tls_files["cert"]),
+        "TLS_KEY": str(tls_files["key"]),
+        "ALLOW_ORANGE": "127.0.0.1,127.0.0.2",
+        "ALLOW_VAVASMS": "127.0.0.1,127.0.0.2",
+        "CLIENT_TIMEOUT": "3s",
+        "SPOOL_DIR": str(spool),
+        "LOG_LEVEL": "WARNING",
     }
+    variables.update({k.removeprefix("SMSRX_"): v for k, v in extra.items()})
+    return process_env(**variables)
 
 
 def _spawn(env: dict, argv: list[str] | None = None, **popen) -> subprocess.Popen[bytes]:

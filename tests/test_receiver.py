@@ -6,14 +6,14 @@ import asyncio
 import ipaddress
 from pathlib import Path
 
-import orjson
 import pytest
 from prometheus_client import REGISTRY
 
 from smsrx.cli.dev.broker import Broker
 from smsrx.codec import decode_delivery_receipt, decode_inbound
 from smsrx.statuses import Status
-from tests.receiver_harness import client, read_topic, running_receiver, url_for
+from tests.helpers import orange_receipt, read_topic
+from tests.receiver_harness import client, running_receiver, url_for
 
 SAMPLES = Path(__file__).parent / "samples"
 ORANGE = "/callbacks/orange/dr"
@@ -23,19 +23,6 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ALLOWED = "127.0.0.2"
 REFUSED = "127.0.0.3"
 PROXY = "127.0.0.4"
-
-
-def dr(
-    message_id: str = "msg-1", status: str = "DeliveredToTerminal", number: str = "2250700000000"
-) -> bytes:
-    return orjson.dumps(
-        {
-            "deliveryInfoNotification": {
-                "callbackData": message_id,
-                "deliveryInfo": {"address": f"tel:+{number}", "deliveryStatus": status},
-            }
-        }
-    )
 
 
 def nets(*items: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -69,15 +56,17 @@ async def post(receiver, tls_files, path, body, headers=JSON, source=ALLOWED, ex
 
 async def receipts(settings):
     return [
-        decode_delivery_receipt(v)
-        for _, v in await read_topic(settings.kafka_bootstrap, settings.topics.delivery_receipts)
+        decode_delivery_receipt(r.value)
+        for r in await read_topic(
+            settings.kafka_bootstrap, settings.topics.delivery_receipts, idle=1.0
+        )
     ]
 
 
 async def inbound(settings):
     return [
-        decode_inbound(v)
-        for _, v in await read_topic(settings.kafka_bootstrap, settings.topics.inbound)
+        decode_inbound(r.value)
+        for r in await read_topic(settings.kafka_bootstrap, settings.topics.inbound, idle=1.0)
     ]
 
 
@@ -96,15 +85,16 @@ async def test_orange_receipt_published_once_keyed_by_message(
     receiver, tls_files, orange_status, canonical
 ):
     """Each Orange status gets 200 and exactly one canonical record, keyed by callbackData."""
-    status, body, _ = await post(receiver, tls_files, ORANGE, dr("msg-42", orange_status))
+    status, body, _ = await post(
+        receiver, tls_files, ORANGE, orange_receipt("msg-42", status=orange_status)
+    )
     assert status == 200 and body["status"] == "accepted"
     records = await read_topic(
-        receiver.settings.kafka_bootstrap, receiver.settings.topics.delivery_receipts
+        receiver.settings.kafka_bootstrap, receiver.settings.topics.delivery_receipts, idle=1.0
     )
     assert len(records) == 1
-    key, value = records[0]
-    event = decode_delivery_receipt(value)
-    assert key == b"msg-42"
+    event = decode_delivery_receipt(records[0].value)
+    assert records[0].key == b"msg-42"
     assert (event.status, event.provider_status, event.recipient) == (
         canonical,
         orange_status,
@@ -127,7 +117,7 @@ async def test_vavasms_form_and_json(receiver, tls_files):
 
 async def test_repeated_receipt_published_once(receiver, tls_files):
     """The same receipt sent three times gets 200 each time and one record."""
-    answers = [await post(receiver, tls_files, ORANGE, dr()) for _ in range(3)]
+    answers = [await post(receiver, tls_files, ORANGE, orange_receipt()) for _ in range(3)]
     assert [(s, b["status"]) for s, b, _ in answers] == [
         (200, "accepted"),
         (200, "duplicate"),
@@ -139,7 +129,7 @@ async def test_repeated_receipt_published_once(receiver, tls_files):
 async def test_concurrent_copies_published_once(receiver, tls_files):
     """Ten concurrent copies of one receipt all get 200 and only one is published."""
     answers = await asyncio.gather(
-        *(post(receiver, tls_files, ORANGE, dr("msg-c")) for _ in range(10))
+        *(post(receiver, tls_files, ORANGE, orange_receipt("msg-c")) for _ in range(10))
     )
     assert all(status == 200 for status, _, _ in answers)
     assert sum(body["published"] for _, body, _ in answers) == 1
@@ -157,7 +147,9 @@ async def test_inbound_repeat_published_once(receiver, tls_files):
 async def test_dedup_shared_through_postgres(receiver_settings, tls_files):
     """A fresh receiver process (empty cache) still recognises a receipt another one published."""
     async with running_receiver(receiver_settings, tls_files) as first:
-        assert (await post(first, tls_files, ORANGE, dr("msg-shared")))[1]["status"] == "accepted"
+        assert (await post(first, tls_files, ORANGE, orange_receipt("msg-shared")))[1][
+            "status"
+        ] == "accepted"
     async with running_receiver(receiver_settings, tls_files) as second:
         before = (
             REGISTRY.get_sample_value(
@@ -165,7 +157,9 @@ async def test_dedup_shared_through_postgres(receiver_settings, tls_files):
             )
             or 0
         )
-        assert (await post(second, tls_files, ORANGE, dr("msg-shared")))[1]["status"] == "duplicate"
+        assert (await post(second, tls_files, ORANGE, orange_receipt("msg-shared")))[1][
+            "status"
+        ] == "duplicate"
         after = REGISTRY.get_sample_value(
             "smsrx_receiver_dedup_hits_total", {"provider": "orange", "source": "database"}
         )
@@ -179,8 +173,10 @@ async def test_dedup_store_down_still_accepts(settings_factory, tls_files):
         database_url="postgresql://postgres@127.0.0.1:1/none", allow_orange=nets("127.0.0.2/32")
     )
     async with running_receiver(settings, tls_files) as running:
-        assert (await post(running, tls_files, ORANGE, dr("msg-nodb")))[0] == 200
-        assert (await post(running, tls_files, ORANGE, dr("msg-nodb")))[1]["status"] == "duplicate"
+        assert (await post(running, tls_files, ORANGE, orange_receipt("msg-nodb")))[0] == 200
+        assert (await post(running, tls_files, ORANGE, orange_receipt("msg-nodb")))[1][
+            "status"
+        ] == "duplicate"
     assert len(await receipts(settings)) == 1
 
 
@@ -203,7 +199,7 @@ async def test_allowlist(receiver, tls_files, source, forwarded, expected):
     """The allowlist judges the real source address, honouring X-Forwarded-For only from trusted proxies."""
     extra = {"X-Forwarded-For": forwarded} if forwarded else None
     status, body, _ = await post(
-        receiver, tls_files, ORANGE, dr("msg-ip"), source=source, extra=extra
+        receiver, tls_files, ORANGE, orange_receipt("msg-ip"), source=source, extra=extra
     )
     assert status == expected, body
     assert len(await receipts(receiver.settings)) == (1 if expected == 200 else 0)
@@ -213,7 +209,7 @@ async def test_refusals_counted_by_reason(receiver, tls_files):
     """A refused request is counted with its reason."""
     labels = {"provider": "orange", "outcome": "refused_ip"}
     before = REGISTRY.get_sample_value("smsrx_receiver_requests_total", labels) or 0
-    assert (await post(receiver, tls_files, ORANGE, dr(), source=REFUSED))[0] == 403
+    assert (await post(receiver, tls_files, ORANGE, orange_receipt(), source=REFUSED))[0] == 403
     assert REGISTRY.get_sample_value("smsrx_receiver_requests_total", labels) == before + 1
 
 
@@ -259,11 +255,11 @@ async def test_broker_down_answers_503_within_timeout(settings_factory, tls_file
     )
     try:
         async with running_receiver(settings, tls_files) as running:
-            assert (await post(running, tls_files, ORANGE, dr("before")))[0] == 200
+            assert (await post(running, tls_files, ORANGE, orange_receipt("before")))[0] == 200
             own.kill()
             loop = asyncio.get_running_loop()
             started = loop.time()
-            status, body, headers = await post(running, tls_files, ORANGE, dr("during"))
+            status, body, headers = await post(running, tls_files, ORANGE, orange_receipt("during"))
             elapsed = loop.time() - started
             assert status == 503 and body["error"] == "unavailable"
             assert headers["Retry-After"] == str(settings.retry_after)
@@ -278,7 +274,7 @@ async def test_broker_down_answers_503_within_timeout(settings_factory, tls_file
             own = Broker(port=own.port)
             own.start()
             for _ in range(20):
-                status, body, _ = await post(running, tls_files, ORANGE, dr("during"))
+                status, body, _ = await post(running, tls_files, ORANGE, orange_receipt("during"))
                 if status == 200:
                     break
                 await asyncio.sleep(0.5)

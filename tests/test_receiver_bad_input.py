@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY
 
 from receiver.app import create_app
 from smsrx.cli.dev.process import free_port
-from tests.receiver_harness import client, client_ssl, read_topic, running_receiver, url_for
+from tests.helpers import read_topic
+from tests.receiver_harness import client, client_ssl, running_receiver, url_for
 
 ORANGE = "/callbacks/orange/dr"
 VAVASMS = "/callbacks/vavasms/inbound"

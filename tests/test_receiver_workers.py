@@ -28,7 +28,8 @@ from smsrx.clock import utcnow
 from smsrx.codec import encode
 from smsrx.settings import Settings
 from tests.fault.harness import receipt_body
-from tests.receiver_harness import client, read_topic
+from tests.helpers import read_topic
+from tests.receiver_harness import client
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -256,7 +257,7 @@ async def test_lower_worker_count_replays_stranded_spools(
     while published != expected:
         assert time.monotonic() < deadline, (published, receiver.output())
         records = await read_topic(settings.kafka_bootstrap, topic, idle=0.5)
-        published = {orjson.loads(value)["event_id"] for _, value in records}
+        published = {orjson.loads(r.value)["event_id"] for r in records}
     while (base / "worker-1").exists() or (base / "worker-2").exists():
         assert time.monotonic() < deadline, receiver.output()
         await asyncio.sleep(0.2)

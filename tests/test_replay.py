@@ -16,7 +16,8 @@ from receiver.spool import Spool
 from smsrx.codec import decode_delivery_receipt, encode
 from smsrx.events import DeliveryReceipt
 from smsrx.statuses import Status
-from tests.receiver_harness import RunningReceiver, client, read_topic, running_receiver, url_for
+from tests.helpers import read_topic
+from tests.receiver_harness import RunningReceiver, client, running_receiver, url_for
 
 
 def _receipt(number: int) -> DeliveryReceipt:
@@ -95,9 +96,11 @@ async def test_replay_retries_a_failed_commit_and_shows_the_stall(settings, tls_
             return _pending(running) == 0 and _stalled() == 0 and await ready_status(200, "")
 
         assert await _eventually(finished, 40), (_pending(running), _stalled(), seen[-3:])
-    records = await read_topic(settings.kafka_bootstrap, topic)
+    records = await read_topic(settings.kafka_bootstrap, topic, idle=1.0)
     # Only the commit was retried: each record was published once, in the spool's order.
-    assert [decode_delivery_receipt(v).event_id for _, v in records] == [e.event_id for e in events]
+    assert [decode_delivery_receipt(r.value).event_id for r in records] == [
+        e.event_id for e in events
+    ]
 
 
 async def test_refused_records_are_set_aside_and_replay_goes_on(settings, tls_files) -> None:
@@ -133,12 +136,16 @@ async def test_refused_records_are_set_aside_and_replay_goes_on(settings, tls_fi
         assert await _eventually(drained, 30), f"spool still holds {_pending(running)} records"
         assert _stalled() == 0
 
-    records = await read_topic(settings.kafka_bootstrap, topic)
-    assert [decode_delivery_receipt(v).event_id for _, v in records] == [e.event_id for e in events]
+    records = await read_topic(settings.kafka_bootstrap, topic, idle=1.0)
+    assert [decode_delivery_receipt(r.value).event_id for r in records] == [
+        e.event_id for e in events
+    ]
 
-    [(key, value)] = await read_topic(settings.kafka_bootstrap, settings.topics.dead_letter)
-    letter = orjson.loads(value)
-    assert key == b"m-bad"
+    [letter_record] = await read_topic(
+        settings.kafka_bootstrap, settings.topics.dead_letter, idle=1.0
+    )
+    letter = orjson.loads(letter_record.value)
+    assert letter_record.key == b"m-bad"
     assert (letter["source"], letter["topic"]) == ("receiver-replay", bad_topic)
     assert "InvalidTopicError" in letter["reason"], letter["reason"]
     assert base64.b64decode(letter["value_base64"]) == bad_value

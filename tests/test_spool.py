@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 from pathlib import Path
 
-import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -14,7 +13,8 @@ from receiver.errors import Unavailable
 from receiver.spool import Spool, SpoolLocked
 from smsrx.cli.dev.broker import Broker
 from smsrx.codec import decode_delivery_receipt
-from tests.receiver_harness import client, read_topic, running_receiver, url_for
+from tests.helpers import orange_receipt, read_topic
+from tests.receiver_harness import client, running_receiver, url_for
 
 
 def _segments(folder: Path) -> list[Path]:
@@ -91,14 +91,6 @@ async def test_one_process_per_spool(tmp_path: Path) -> None:
     first.close()
 
 
-def _dr(recipient: int) -> bytes:
-    """A receipt of one message (one key, so one partition) for recipient number ``recipient``."""
-    info = {"address": f"tel:+22507000000{recipient:02d}", "deliveryStatus": "DeliveredToNetwork"}
-    return orjson.dumps(
-        {"deliveryInfoNotification": {"callbackData": "m-spool", "deliveryInfo": info}}
-    )
-
-
 async def test_broker_outage_spools_then_replays_in_order(
     settings_factory, tls_files, tmp_path
 ) -> None:
@@ -121,7 +113,11 @@ async def test_broker_outage_spools_then_replays_in_order(
 
                 async def post(message_id: str) -> int:
                     async with session.post(
-                        url, data=_dr(message_id), headers={"Content-Type": "application/json"}
+                        url,
+                        data=orange_receipt(
+                            "m-spool", f"+22507000000{message_id:02d}", "DeliveredToNetwork"
+                        ),
+                        headers={"Content-Type": "application/json"},
                     ) as r:
                         return r.status
 
@@ -146,8 +142,10 @@ async def test_broker_outage_spools_then_replays_in_order(
                 assert (
                     REGISTRY.get_sample_value("smsrx_receiver_spool_oldest_timestamp_seconds") == 0
                 )
-        records = await read_topic(settings.kafka_bootstrap, settings.topics.delivery_receipts)
-        ids = [decode_delivery_receipt(v).recipient for _, v in records]
+        records = await read_topic(
+            settings.kafka_bootstrap, settings.topics.delivery_receipts, idle=1.0
+        )
+        ids = [decode_delivery_receipt(r.value).recipient for r in records]
         expected = [f"+22507000000{i:02d}" for i in range(5)]
         # Nothing acknowledged is lost. Copies may appear (aiokafka retries a timed-out
         # record itself once the broker is back); consumers drop them by event_id.

@@ -11,20 +11,18 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import pytest
 
-from receiver.adapters import orange
 from receiver.errors import Unavailable
 from receiver.keys import PIPELINE
 from receiver.spool import Spool
 from smsrx.cli.dev.broker import Broker
 from smsrx.codec import decode_delivery_receipt
 from smsrx.kafka import create_topics
-from tests.receiver_harness import RunningReceiver, client, read_topic, running_receiver, url_for
+from tests.helpers import event_id_of, orange_receipt, read_topic
+from tests.receiver_harness import RunningReceiver, client, running_receiver, url_for
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,21 +167,9 @@ def test_short_write_is_cut_back_and_never_acknowledged(tmp_path: Path) -> None:
 
 def _dr(number: int) -> bytes:
     """A receipt of message ``m-disk-<number>``, with some padding to fill the disk sooner."""
-    info = {"address": "tel:+2250700000001", "deliveryStatus": "DeliveredToNetwork"}
-    return orjson.dumps(
-        {
-            "deliveryInfoNotification": {
-                "callbackData": f"m-disk-{number:05d}",
-                "deliveryInfo": info,
-                "padding": "p" * 300,
-            }
-        }
+    return orange_receipt(
+        f"m-disk-{number:05d}", "+2250700000001", "DeliveredToNetwork", padding="p" * 300
     )
-
-
-def _event_id(body: bytes) -> str:
-    [receipt] = orange.parse("application/json", body, datetime.now(UTC))
-    return receipt.event_id
 
 
 async def _load(running: RunningReceiver, tls: dict[str, Path], first: int) -> dict[int, int]:
@@ -242,9 +228,11 @@ async def test_receiver_on_full_disk_answers_200_or_503_and_replays_every_200(
         statuses = {**first, **second}
         assert set(statuses.values()) <= {200, 503}, sorted(set(statuses.values()))
         assert 200 in first.values() and 503 in first.values(), first
-        acked = {_event_id(_dr(n)) for n, status in statuses.items() if status == 200}
-        records = await read_topic(settings.kafka_bootstrap, settings.topics.delivery_receipts)
-        published = {decode_delivery_receipt(v).event_id for _, v in records}
+        acked = {event_id_of(_dr(n)) for n, status in statuses.items() if status == 200}
+        records = await read_topic(
+            settings.kafka_bootstrap, settings.topics.delivery_receipts, idle=1.0
+        )
+        published = {decode_delivery_receipt(r.value).event_id for r in records}
         assert published == acked, (
             f"acknowledged {len(acked)}, on the topic {len(published)}, "
             f"missing {len(acked - published)}, extra {len(published - acked)}, spool left {left}"

@@ -275,32 +275,6 @@ async def runner(settings: Settings) -> AsyncIterator[Runner]:
     await run.close()
 
 
-async def read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every record of a topic, from offset 0 to its current end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while any([await consumer.position(tp) < end[tp] for tp in partitions]):
-            batch = await consumer.getmany(timeout_ms=500)
-            for rs in batch.values():
-                records.extend(rs)
-        return records
-    finally:
-        await consumer.stop()
-
-
 def sample(name: str, **labels: str) -> float:
     """The current value of a Prometheus sample of this process (0 when absent)."""
     from prometheus_client import REGISTRY

@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from smsrx.settings import Settings
-from tests.consumers.conftest import read_topic
+from tests.helpers import read_topic
 
 
 async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
@@ -28,6 +28,6 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     the last batch's base offset + 1, not the high watermark.
     """
     ends: dict[int, int] = {}
-    for record in await read_topic(settings, topic):
+    for record in await read_topic(settings.kafka_bootstrap, topic):
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
     return ends

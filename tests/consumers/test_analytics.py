@@ -11,12 +11,12 @@ from tests.consumers.conftest import (
     feed,
     inbound,
     oracle,
-    read_topic,
     sample,
     submission,
     wait_for,
     workload,
 )
+from tests.helpers import read_topic
 
 _TABLES = {
     "recipient_status": "provider, message_id, recipient",
@@ -59,7 +59,7 @@ async def _build(settings, runner, db, *, messages: int = 200):
     await feed(settings, topics.inbound, mos + mos[:10])
     await runner.drain(projection, records=len(submitted) + len(story.sent) + 50)
     await wait_for(lambda: _outbox_empty(db), "the status changes to be published", timeout=30)
-    changes = len(await read_topic(settings, topics.message_status))
+    changes = len(await read_topic(settings.kafka_bootstrap, topics.message_status))
     await runner.drain(analytics, records=len(story.sent) + 50 + changes)
     return story, submitted, mos, projection, analytics
 
@@ -128,8 +128,8 @@ async def test_replaying_every_topic_changes_no_row_and_no_count(settings, runne
     before = await _snapshot(db)
     assert before["status_outbox"] == []
     topics = settings.topics
-    published = len(await read_topic(settings, topics.message_status))
-    records = {t: len(await read_topic(settings, t)) for t in topics.all()}
+    published = len(await read_topic(settings.kafka_bootstrap, topics.message_status))
+    records = {t: len(await read_topic(settings.kafka_bootstrap, t)) for t in topics.all()}
 
     replay = uuid.uuid4().hex[:8]
     again = runner.start(runner.projection(group_id=f"replay-projection-{replay}"))
@@ -149,4 +149,4 @@ async def test_replaying_every_topic_changes_no_row_and_no_count(settings, runne
     await runner.stop(again)
     await runner.stop(counted)
     assert await _snapshot(db) == before
-    assert len(await read_topic(settings, topics.message_status)) == published
+    assert len(await read_topic(settings.kafka_bootstrap, topics.message_status)) == published

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,21 +17,8 @@ from smsrx.cli.dev.process import free_port
 from smsrx.codec import decode_submission
 from smsrx.settings import Settings
 from smsrx.statuses import Status
-from tests.consumers.conftest import T0, feed, read_topic, receipt, submission, wait_for
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
-    env.update(
-        SMSRX_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        SMSRX_KAFKA_IDEMPOTENCE="0",
-        SMSRX_TOPIC_PREFIX=settings.topics.prefix,
-        SMSRX_DATABASE_URL=settings.database_url,
-        SMSRX_METRICS_HOST="127.0.0.1",
-        SMSRX_SHUTDOWN_TIMEOUT="5s",
-        **extra,
-    )
-    return env
+from tests.consumers.conftest import T0, feed, receipt, submission, wait_for
+from tests.helpers import read_topic, settings_env
 
 
 async def _smsrx(settings: Settings, *argv: str) -> tuple[int, str, str]:
@@ -41,7 +27,7 @@ async def _smsrx(settings: Settings, *argv: str) -> tuple[int, str, str]:
         "-m",
         "smsrx.cli",
         *argv,
-        env=_env(settings),
+        env=settings_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -122,7 +108,7 @@ async def test_submissions_publish_records_one_submission(settings) -> None:
     )
     assert code == 0, err
     assert "published submission" in out
-    (record,) = await read_topic(settings, settings.topics.submissions)
+    (record,) = await read_topic(settings.kafka_bootstrap, settings.topics.submissions)
     sub = decode_submission(record.value)
     assert bytes(record.key) == b"cli-1"
     assert sub.recipients == ("+2250700000001", "+2250700000002")
@@ -148,7 +134,7 @@ async def test_worker_process_serves_clean_metrics_and_drains_on_sigterm(setting
     await feed(settings, settings.topics.delivery_receipts, [done, late])
     proc = subprocess.Popen(
         [sys.executable, "-m", "smsrx.cli", "consumer", "status-projection"],
-        env=_env(settings, SMSRX_STATUS_PROJECTION_METRICS_PORT=str(port)),
+        env=settings_env(settings, STATUS_PROJECTION_METRICS_PORT=str(port)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

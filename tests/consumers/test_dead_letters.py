@@ -12,8 +12,9 @@ from aiokafka.errors import KafkaConnectionError
 from smsrx.codec import encode
 from smsrx.kafka import make_producer
 from smsrx.statuses import Status
-from tests.consumers.conftest import T0, feed_raw, read_topic, receipt, sample, wait_for
+from tests.consumers.conftest import T0, feed_raw, receipt, sample, wait_for
 from tests.consumers.kafka_state import committed_offsets, end_offsets
+from tests.helpers import read_topic
 
 
 def _dead_letters(topic: str) -> float:
@@ -39,8 +40,11 @@ async def test_undecodable_and_refused_records_are_dead_lettered(settings, runne
     await runner.stop(worker)
 
     assert await db.fetchval("SELECT count(*) FROM status_events") == 20
-    originals = {bytes(r.value): r for r in await read_topic(settings, topics.delivery_receipts)}
-    published = await read_topic(settings, topics.dead_letter)
+    originals = {
+        bytes(r.value): r
+        for r in await read_topic(settings.kafka_bootstrap, topics.delivery_receipts)
+    }
+    published = await read_topic(settings.kafka_bootstrap, topics.dead_letter)
     letters: dict[bytes, tuple[Any, dict[str, Any]]] = {}
     for record in published:
         letter = orjson.loads(record.value)
@@ -104,7 +108,11 @@ async def test_no_offset_is_committed_past_a_dead_letter_not_yet_published(
     records += [(b"bad", b"{not json")]
     records += [(r.key, encode(r)) for r in good[3:]]
     await feed_raw(settings, topics.delivery_receipts, records)
-    bad = next(r for r in await read_topic(settings, topics.delivery_receipts) if r.key == b"bad")
+    bad = next(
+        r
+        for r in await read_topic(settings.kafka_bootstrap, topics.delivery_receipts)
+        if r.key == b"bad"
+    )
 
     flaky = FlakyProducer(make_producer(settings))
     worker = runner.projection(expiry_sweep=False)
@@ -113,12 +121,15 @@ async def test_no_offset_is_committed_past_a_dead_letter_not_yet_published(
     await wait_for(lambda: flaky.failures >= 3, "the dead letter to be retried")
     committed = await committed_offsets(settings, worker.group_id, topics.delivery_receipts)
     assert committed.get(bad.partition, 0) <= bad.offset
-    assert await read_topic(settings, topics.dead_letter) == []
+    assert await read_topic(settings.kafka_bootstrap, topics.dead_letter) == []
 
     flaky.down = False
     await runner.drain(worker, records=len(records))
     await runner.stop(worker)
-    letters = [orjson.loads(r.value) for r in await read_topic(settings, topics.dead_letter)]
+    letters = [
+        orjson.loads(r.value)
+        for r in await read_topic(settings.kafka_bootstrap, topics.dead_letter)
+    ]
     assert [(letter["offset"], letter["key"]) for letter in letters] == [(bad.offset, "bad")]
     assert await db.fetchval("SELECT count(*) FROM status_events") == 6
     assert await committed_offsets(

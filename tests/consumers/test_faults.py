@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from smsrx.settings import Settings
 from tests.consumers.conftest import feed, oracle, projected, sample, wait_for, workload
 from tests.consumers.kafka_state import committed_offsets, end_offsets
 from tests.consumers.proxy import Proxy
+from tests.helpers import settings_env
 
 pytestmark = pytest.mark.fault
 
@@ -29,21 +29,14 @@ _ANALYTICS_TABLES = (
 
 
 def _env(settings: Settings, batch: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
-    env.update(
-        SMSRX_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        SMSRX_KAFKA_IDEMPOTENCE="0",
-        SMSRX_TOPIC_PREFIX=settings.topics.prefix,
-        SMSRX_DATABASE_URL=settings.database_url,
-        SMSRX_METRICS_HOST="127.0.0.1",
-        SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
-        SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
-        SMSRX_BATCH_MAX_RECORDS=str(batch),
-        SMSRX_EXPIRY_HORIZON=f"{settings.expiry_horizon:.0f}s",
-        SMSRX_SHUTDOWN_TIMEOUT="5s",
-        SMSRX_LOG_LEVEL="INFO",
+    return settings_env(
+        settings,
+        STATUS_PROJECTION_METRICS_PORT=str(free_port()),
+        ANALYTICS_METRICS_PORT=str(free_port()),
+        BATCH_MAX_RECORDS=str(batch),
+        EXPIRY_HORIZON=f"{settings.expiry_horizon:.0f}s",
+        LOG_LEVEL="INFO",
     )
-    return env
 
 
 class Workers:

@@ -19,13 +19,13 @@ from tests.consumers.conftest import (
     inbound,
     oracle,
     projected,
-    read_topic,
     receipt,
     sample,
     submission,
     wait_for,
     workload,
 )
+from tests.helpers import read_topic
 
 
 async def test_receipts_project_by_precedence_and_publish_changes(settings, runner, db) -> None:
@@ -54,7 +54,8 @@ async def test_receipts_project_by_precedence_and_publish_changes(settings, runn
 
     await wait_for(lambda: _outbox_empty(db), "the outbox to be published and emptied", timeout=30)
     changes = [
-        decode_status_change(r.value) for r in await read_topic(settings, topics.message_status)
+        decode_status_change(r.value)
+        for r in await read_topic(settings.kafka_bootstrap, topics.message_status)
     ]
     latest: dict[tuple[str, str, str], Status] = {}
     for change in changes:
@@ -239,7 +240,7 @@ async def test_outbox_rows_left_by_a_crash_are_published_on_start(settings, runn
         )
     runner.start(runner.projection())
     await wait_for(lambda: _outbox_empty(db), "the outbox to be published", timeout=30)
-    published = await read_topic(settings, settings.topics.message_status)
+    published = await read_topic(settings.kafka_bootstrap, settings.topics.message_status)
     by_id = {c.event_id: c for c in (decode_status_change(r.value) for r in published)}
     assert by_id == {c.event_id: c for c in changes}
     assert {bytes(r.key) for r in published} == {c.key for c in changes}

@@ -27,6 +27,7 @@ import psutil
 
 from consumers.submit import build_submission, publish_submission
 from smsrx.settings import Settings
+from tests.helpers import orange_receipt
 
 ORANGE_DR = "/callbacks/orange/dr"
 VAVASMS_MO = "/callbacks/vavasms/inbound"
@@ -59,20 +60,6 @@ def phone(rng: random.Random, country: str) -> str:
     """A random mobile number of ``country``, E.164."""
     prefix, digits = COUNTRIES[country]
     return prefix + "".join(rng.choice("0123456789") for _ in range(digits))
-
-
-def orange_receipt(message_id: str, recipient: str, status: str) -> bytes:
-    """An Orange deliveryInfoNotification, as Orange posts it."""
-    import orjson
-
-    return orjson.dumps(
-        {
-            "deliveryInfoNotification": {
-                "callbackData": message_id,
-                "deliveryInfo": {"address": f"tel:{recipient}", "deliveryStatus": status},
-            }
-        }
-    )
 
 
 def vavasms_inbound(message_id: str, sender: str, text: str) -> bytes:
