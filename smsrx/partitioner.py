@@ -2,9 +2,9 @@
 
 The result is exactly what the Java client and aiokafka's ``DefaultPartitioner`` give
 (``murmur2(key) & 0x7fffffff`` modulo the partition count), so a message's records land
-on the same partition whichever client produced them. aiokafka's pure-Python murmur2
-costs about 15 µs for a 36-byte key; reading the key as little-endian words with
-``struct`` brings that to about 4 µs, which matters once per callback.
+on the same partition whichever client produced them. Reading the key as little-endian
+words with ``struct`` is several times cheaper than aiokafka's pure-Python murmur2, which
+matters once per callback (figures: bench/README.md, "Costs the code relies on").
 """
 
 from __future__ import annotations

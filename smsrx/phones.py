@@ -1,7 +1,7 @@
 """Phone numbers: E.164 normalisation and the country they belong to.
 
 Most carrier numbers are already ``+`` and digits. For those, :func:`to_e164` skips
-``phonenumbers.parse`` (about 10 µs) when the answer is known without it: the number
+``phonenumbers.parse`` (its cost: bench/README.md, "Costs the code relies on") when the answer is known without it: the number
 keeps its digits unless its country strips a national prefix that the digits start
 with, and whether it is accepted depends only on the country code and the length of
 the national number. Both facts come from phonenumbers' own metadata, read once per
