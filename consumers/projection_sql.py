@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from consumers.projection import Key, Plan, Stored
-from smsrx.codec import encode
+from smsrx.codec import JSON_OPTIONS, encode
 from smsrx.events import DeliveryReceipt, InboundMessage, Submission
 from smsrx.statuses import FINAL_STATUSES, RANK, Status
 
@@ -26,7 +26,6 @@ __all__ = ["OutboxRow", "apply_plan", "insert_inbound", "insert_receipts", "inse
 OutboxRow = tuple[int, bytes, bytes]
 """(outbox id, record key, record value)."""
 
-_JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC  # the options of smsrx.codec.encode
 _NONE = Stored()
 
 # History first: ON CONFLICT DO NOTHING is the exactly-once check. The statement returns
@@ -170,7 +169,7 @@ RETURNING event_id
 
 
 def _doc(rows: Any) -> str:
-    return orjson.dumps(rows, option=_JSON).decode()
+    return orjson.dumps(rows, option=JSON_OPTIONS).decode()
 
 
 async def insert_receipts(

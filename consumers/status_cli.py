@@ -19,6 +19,7 @@ import orjson
 
 from consumers.projection import outranks
 from smsrx.clock import format_rfc3339
+from smsrx.codec import JSON_OPTIONS
 from smsrx.db import connect
 from smsrx.settings import Settings
 from smsrx.statuses import RANK, Status
@@ -311,7 +312,7 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     """Handler of ``smsrx status``."""
     story = asyncio.run(_load(settings, args.provider, args.message_id))
     if args.json:
-        option = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+        option = orjson.OPT_INDENT_2 | JSON_OPTIONS
         print(orjson.dumps(to_json(story), option=option).decode())
     else:
         print(render_text(story))

@@ -16,13 +16,12 @@ from receiver.dedup import Dedup
 from receiver.errors import Unavailable
 from receiver.publisher import Publisher
 from receiver.spool import Spool
+from smsrx.codec import CarrierEvent as Event
 from smsrx.codec import encode
 from smsrx.events import DeliveryReceipt, InboundMessage
 from smsrx.topics import Topics
 
 __all__ = ["Pipeline"]
-
-Event = DeliveryReceipt | InboundMessage
 
 
 class Pipeline:

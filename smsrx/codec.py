@@ -18,7 +18,10 @@ from smsrx.events import DeliveryReceipt, InboundMessage, StatusChange, Submissi
 from smsrx.statuses import Status
 
 __all__ = [
+    "JSON_OPTIONS",
+    "CarrierEvent",
     "DecodeError",
+    "Event",
     "decode_delivery_receipt",
     "decode_inbound",
     "decode_status_change",
@@ -26,7 +29,8 @@ __all__ = [
     "encode",
 ]
 
-_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+"""orjson options of every record smsrx writes: datetimes in UTC with a ``Z``."""
 
 
 class DecodeError(ValueError):
@@ -34,12 +38,15 @@ class DecodeError(ValueError):
 
 
 Event = DeliveryReceipt | InboundMessage | Submission | StatusChange
+"""Every canonical event the topics carry."""
+CarrierEvent = DeliveryReceipt | InboundMessage
+"""The events a carrier's callback becomes."""
 T = TypeVar("T")
 
 
 def encode(event: Event) -> bytes:
     """The record value for an event: compact JSON, timestamps in RFC 3339 UTC."""
-    return orjson.dumps(event, option=_OPTIONS)
+    return orjson.dumps(event, option=JSON_OPTIONS)
 
 
 def _load(data: bytes) -> dict[str, Any]:
