@@ -17,8 +17,9 @@ from aiohttp import web
 from receiver import metrics, slots
 from receiver.adapters import ROUTES
 from receiver.dedup import Dedup
-from receiver.handlers import callback_handler, edge, healthz, readyz
+from receiver.handlers import callback_handler, healthz, readyz
 from receiver.keys import DB_POOL, DEDUP, PIPELINE, PUBLISHER, REPLAYER, SETTINGS
+from receiver.middleware import error_middleware
 from receiver.pipeline import Pipeline
 from receiver.publisher import Publisher
 from receiver.replay import Replayer
@@ -117,7 +118,7 @@ def create_app(settings: Settings) -> web.Application:
     """The receiver: callback routes, health endpoints and their resources."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[edge],
+        middlewares=[error_middleware],
         # A connection must complete each request's headers within the timeout (aiohttp
         # closes connections still waiting for a request when keep-alive expires); this
         # is what keeps slow-header clients from holding sockets forever.

@@ -1,8 +1,9 @@
-"""Request handlers, and the edge middleware that maps every error to a response.
+"""Request handlers: the callback endpoint, and the health and readiness probes.
 
 A callback goes through: allowlist, size, content type and parse (the adapter),
 then the pipeline (dedup, publish). It is answered 200 only after every event in
-it is durable. Errors become JSON responses in exactly one place: :func:`edge`.
+it is durable. Errors become JSON responses in exactly one place,
+:func:`receiver.middleware.error_middleware`.
 Refusals (4xx) are counted exactly in the requests metric, and logged at most once per
 source and minute (:mod:`receiver.logthrottle`).
 """
@@ -12,33 +13,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from aiohttp import web
 
-from receiver import metrics
 from receiver.adapters import Route
 from receiver.allowlist import Address, client_address, is_allowed
-from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTimeout, Unavailable
+from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTimeout
 from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, REPLAYER, SETTINGS
 from receiver.logthrottle import LogThrottle
 from smsrx.clock import utcnow
 from smsrx.settings import Network, Settings
 
-__all__ = ["callback_handler", "edge", "healthz", "readyz"]
+__all__ = ["callback_handler", "healthz", "readyz"]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_HTTPOUTCOMES = {
-    HTTPStatus.NOT_FOUND: "not_found",
-    HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed",
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too_large",
-    HTTPStatus.BAD_REQUEST: "bad_request",
-}
 
 
 def allowlist_for(settings: Settings, provider: str) -> tuple[Network, ...]:
@@ -135,49 +127,6 @@ def callback_handler(route: Route) -> Handler:
         return _answer(outcome, len(events), new)
 
     return handle
-
-
-def _error_response(exc: ReceiverError, settings: Settings) -> web.Response:
-    headers = {"Retry-After": str(settings.retry_after)} if isinstance(exc, Unavailable) else None
-    return web.json_response(exc.body(), status=exc.status, headers=headers)
-
-
-@web.middleware
-async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map errors to JSON responses and record every callback's outcome and latency."""
-    if request.path in ("/healthz", "/readyz"):
-        return await handler(request)
-    started = time.perf_counter()
-    metrics.IN_FLIGHT_NOW.enter()
-    outcome = "error"
-    try:
-        response = await handler(request)
-    except ReceiverError as exc:
-        outcome = exc.outcome
-        if isinstance(exc, Unavailable):
-            logger.warning(
-                "answering 503 provider=%s: %s", request.get(PROVIDER, "none"), exc.detail
-            )
-        return _error_response(exc, request.app[SETTINGS])
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        outcome = _HTTPOUTCOMES.get(HTTPStatus(exc.status), "bad_request")
-        body = {"error": outcome, "detail": exc.reason}
-        return web.json_response(
-            body, status=exc.status, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
-        )
-    except Exception:
-        logger.exception("unexpected error path=%s", request.path)
-        return web.json_response({"error": "internal", "detail": "unexpected error"}, status=500)
-    else:
-        outcome = request.get(OUTCOME, "ok")
-        return response
-    finally:
-        metrics.IN_FLIGHT_NOW.leave()
-        metrics.observe_request(
-            request.get(PROVIDER, "none"), outcome, time.perf_counter() - started
-        )
 
 
 async def healthz(request: web.Request) -> web.Response:
