@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean settings-doc
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test: lint                           ## lint, type-check, import contracts and t
 
 bench: $(VENV)/.run-installed          ## every benchmark; options: make bench ARGS='--quick'
 	$(BIN)/python bench/run.py $(ARGS)
+
+settings-doc: $(VENV)/.run-installed   ## rewrite README.md's table of settings from smsrx/settings.py
+	$(BIN)/python -m smsrx.settings README.md
 
 clean:
 	rm -rf $(VENV) .smsrx .pytest_cache .mypy_cache .ruff_cache

@@ -35,7 +35,7 @@ from bench import procfs
 from bench.kafkautil import Offsets, highwaters
 from bench.report import Results
 from bench.scrape import metric_sum, sampling, scrape
-from bench.stack import Service, Stack
+from bench.stack import BenchStack, Service
 from bench.wrk import E2E_SCRIPT, WrkResult, run_wrk
 from consumers.analytics import Analytics
 from consumers.status_projection import StatusProjection
@@ -153,7 +153,7 @@ async def _one_run(system: _System, conn: asyncpg.Connection, *, rate: int, seco
 
 
 async def run_e2e(
-    stack: Stack,
+    stack: BenchStack,
     results: Results,
     watch: procfs.MemoryWatch,
     *,
@@ -178,7 +178,7 @@ async def run_e2e(
 
 
 async def _repetition(
-    stack: Stack,
+    stack: BenchStack,
     conn: asyncpg.Connection,
     results: Results,
     watch: procfs.MemoryWatch,
@@ -191,7 +191,7 @@ async def _repetition(
     assert broker is not None and postgres is not None
     prefix = f"e2e{uuid.uuid4().hex[:8]}."
     await stack.create_topics(prefix)
-    topic = stack.settings(prefix).topics.delivery_receipts
+    topic = stack.settings(SMSRX_TOPIC_PREFIX=prefix).topics.delivery_receipts
     receiver = stack.receiver("receiver-e2e", prefix=prefix)
     projection = stack.consumer("status-projection", prefix=prefix)
     analytics = stack.consumer("analytics", prefix=prefix)

@@ -40,7 +40,7 @@ import orjson
 from bench.procfs import MemoryWatch, rss_bytes
 from bench.report import table
 from bench.scrape import metric_sum, sampling, scrape
-from bench.stack import Service, Stack
+from bench.stack import BenchStack, Service
 
 FLOOD_SOURCE = "127.0.0.5"  # not on the allowlist: these connections never post anything
 MiB = 1024 * 1024
@@ -193,7 +193,7 @@ async def phase(
     ]
 
 
-async def measure(stack: Stack, args: argparse.Namespace) -> None:
+async def measure(stack: BenchStack, args: argparse.Namespace) -> None:
     """Run the three phases, each on a fresh receiver (freed memory is not given back to
     the system, so a shared one would carry one phase's peak into the next); print the table."""
     await stack.create_topics()
@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args()
     _raise_fd_limit(4096)
-    with Stack(pg_durable=False).running() as stack:
+    with BenchStack(durable=False).running() as stack:
         asyncio.run(measure(stack, args))
 
 

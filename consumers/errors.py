@@ -2,22 +2,29 @@
 
 ::
 
-    ConsumerError                  base of every worker error
+    ConsumerError                  (smsrx.errors.SmsrxError) base of every worker error
      ├── DatabaseUnavailable       retriable: PostgreSQL is down, restarting, busy or
      │                             chose this transaction as a deadlock victim
+     ├── BrokerUnavailable         retriable: records a batch publishes before it
+     │                             commits (the inbound worker's) were not acknowledged
      └── RecordRejected            not retriable: PostgreSQL refuses the data itself
                                    (a NUL byte, a value out of range); the worker
                                    isolates the record, counts it invalid and skips it
 
-Any other database error (a missing table, a bad query) is a bug or a missing
-migration: it is not caught, and the worker stops.
+:func:`is_transient` is the shared rule, :func:`smsrx.db.is_transient_db_error`. Any
+other database error that is not a data error (a missing table, a bad query) is a bug
+or a missing migration: it is not caught, and the worker stops.
 """
 
 from __future__ import annotations
 
 import asyncpg
 
+from smsrx.db import is_transient_db_error
+from smsrx.errors import SmsrxError
+
 __all__ = [
+    "BrokerUnavailable",
     "ConsumerError",
     "DatabaseUnavailable",
     "RecordRejected",
@@ -26,10 +33,8 @@ __all__ = [
 ]
 
 
-class ConsumerError(Exception):
+class ConsumerError(SmsrxError):
     """Base class of the workers' errors."""
-
-    retriable = False
 
 
 class DatabaseUnavailable(ConsumerError):
@@ -38,32 +43,27 @@ class DatabaseUnavailable(ConsumerError):
     retriable = True
 
 
+class BrokerUnavailable(ConsumerError):
+    """The broker did not acknowledge what a batch publishes in its transaction; retry
+    the same batch later (its transaction is rolled back)."""
+
+    retriable = True
+
+
 class RecordRejected(ConsumerError):
     """The database refuses a batch because of the data in it."""
 
 
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,  # includes ConnectionError: refused, reset
-    TimeoutError,
-    asyncpg.PostgresConnectionError,  # class 08
-    asyncpg.InterfaceError,  # the connection closed under us
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock, serialization failure
-)
+is_transient = is_transient_db_error
+"""Whether retrying the same work later may succeed (the workers' name for the shared rule)."""
 
 _DATA: tuple[type[BaseException], ...] = (
-    asyncpg.exceptions.DataError,  # class 22
+    asyncpg.exceptions.DataError,  # class 22, and asyncpg's "invalid input for query argument"
     asyncpg.exceptions.IntegrityConstraintViolationError,  # class 23
     asyncpg.exceptions.ProgramLimitExceededError,  # class 54: e.g. an index row too large
 )
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same work later may succeed."""
-    return isinstance(exc, _TRANSIENT)
-
-
 def is_data_error(exc: BaseException) -> bool:
     """Whether the database refused the data itself, so retrying it can never succeed."""
-    return isinstance(exc, _DATA) and not is_transient(exc)
+    return isinstance(exc, _DATA) and not is_transient_db_error(exc)

@@ -22,13 +22,17 @@ __all__ = [
     "EXPIRED",
     "EXPIRY_SWEEPS",
     "EXPIRY_SWEEP_DURATION",
+    "INBOUND_ROUTED",
     "LAG",
     "LATENCY_BUCKETS",
+    "OPTOUTS",
+    "OPTOUT_CHECKS",
     "OUTBOX_PENDING",
     "REBALANCES",
     "REGRESSIONS",
     "STATUS_CHANGES",
     "STATUS_CHANGES_PUBLISHED",
+    "SUPPRESSED",
 ]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -155,4 +159,25 @@ ANALYTICS_LATENCY = Histogram(
     "Time to a recipient's first final status, since submission or since the first receipt",
     ["provider", "since"],
     buckets=LATENCY_BUCKETS,
+)
+
+# --- inbound --------------------------------------------------------------------
+
+OPTOUTS = Counter(
+    "smsrx_optouts_total",
+    "Opt-out and opt-in events applied to the suppression list for the first time, by "
+    "action, source (keyword, api), provider, country (ISO alpha-3) and keyword",
+    ["action", "source", "provider", "country", "keyword"],
+)
+SUPPRESSED = Gauge("smsrx_suppressed_numbers", "Phone numbers suppressed now (opted out)")
+INBOUND_ROUTED = Counter(
+    "smsrx_inbound_routed_total",
+    "Inbound SMS routed for the first time, by route (opt-out, opt-in, default, or a rule)",
+    ["route"],
+)
+OPTOUT_CHECKS = Counter(
+    "smsrx_optout_checks_total",
+    "Numbers checked through GET /v1/optouts/{e164}, by answer (suppressed, allowed, "
+    "invalid, unavailable)",
+    ["answer"],
 )

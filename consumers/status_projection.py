@@ -20,6 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from consumers import metrics
+from consumers.batches import Applied, Batch, Decoder
 from consumers.expiry import ExpirySweeper
 from consumers.outbox import Outbox
 from consumers.projection import Plan, plan_receipts
@@ -30,8 +31,9 @@ from consumers.projection_sql import (
     insert_receipts,
     insert_submissions,
 )
-from consumers.worker import Applied, Batch, Decoder, Worker
+from consumers.worker import Worker
 from smsrx.codec import decode_delivery_receipt, decode_inbound, decode_submission
+from smsrx.db import is_transient_db_error
 from smsrx.events import DeliveryReceipt, Submission
 from smsrx.kafka import make_producer, stop_bounded
 from smsrx.phones import InvalidPhoneNumber, to_e164
@@ -160,7 +162,8 @@ class StatusProjection(Worker):
 
     async def on_idle(self) -> None:
         """Delete acknowledged outbox rows; now and then, publish outbox rows that no live
-        worker is publishing."""
+        worker is publishing. A transient database error waits for the next idle poll;
+        any other is a bug and stops the worker (:mod:`consumers.errors`)."""
         if self.outbox is None:
             return
         try:
@@ -169,19 +172,24 @@ class StatusProjection(Worker):
             if now - self._recovered_at >= _RECOVERY_INTERVAL:
                 self._recovered_at = now
                 await self.outbox.recover(older_than=_RECOVERY_MARGIN)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
             logger.warning("outbox maintenance failed: %r", exc)
 
     async def on_stop(self) -> None:
-        """Publish what is pending (bounded), then stop the producer."""
+        """Publish what is pending (bounded), then stop the producer, whatever happened."""
         if self.producer is None:
             return
-        if self._flushes:
-            await asyncio.wait(self._flushes, timeout=self.settings.shutdown_timeout)
-        if self.outbox is not None:
-            try:
+        try:
+            if self._flushes:
+                await asyncio.wait(self._flushes, timeout=self.settings.shutdown_timeout)
+            if self.outbox is not None:
                 await self.outbox.flush()
                 await self.outbox.purge()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                logger.warning("outbox flush on stop failed: %r", exc)
-        await stop_bounded(self.producer, self.settings.shutdown_timeout)
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
+            logger.warning("outbox flush on stop failed: %r", exc)
+        finally:
+            await stop_bounded(self.producer, self.settings.shutdown_timeout)

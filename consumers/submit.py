@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from smsrx.clock import parse_rfc3339, utcnow
 from smsrx.codec import encode
+from smsrx.errors import EXIT_USAGE, SmsrxError
 from smsrx.events import Submission
 from smsrx.kafka import make_producer, start_producer, stop_bounded
 from smsrx.phones import InvalidPhoneNumber, to_e164
@@ -14,8 +15,10 @@ from smsrx.settings import Settings
 __all__ = ["SubmissionError", "build_submission", "publish_submission"]
 
 
-class SubmissionError(ValueError):
+class SubmissionError(SmsrxError, ValueError):
     """An argument of the submission is malformed; the message says which."""
+
+    exit_code = EXIT_USAGE
 
 
 def build_submission(

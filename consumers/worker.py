@@ -5,7 +5,8 @@ by ``shutdown_timeout``, ``handle_signals=False`` for tests) and aiokafka's
 ``local_state_consumer`` example. One loop turn:
 
 1. ``getmany()`` a batch (at most ``batch_max_records``);
-2. decode it; a record that does not decode is set aside as a dead letter;
+2. decode it (:func:`consumers.batches.prepare`); a record that does not decode is set
+   aside as a dead letter;
 3. apply it in **one** database transaction (:meth:`Worker.apply`), where the
    subclass checks event_id uniqueness, so a redelivered event changes nothing;
 4. publish the batch's dead letters to ``sms.dead-letter.v1``;
@@ -14,23 +15,17 @@ by ``shutdown_timeout``, ``handle_signals=False`` for tests) and aiokafka's
 
 Steps 1-2 of the next batch run while steps 3-5 of the current one wait on the
 database, so Python and PostgreSQL work at the same time; batches still run one at a
-time, in order. A worker with ``lanes = 2`` (status-projection) splits each batch by
-partition number into two transactions that run concurrently: records of one message
-share a partition number on every topic, so the two touch disjoint rows. Offsets of a
-lane are committed only once its own transaction has.
+time, in order. Steps 3-4, with a worker's ``lanes``, retries and the isolation of a
+record the database refuses, are :class:`~consumers.applier.Applier`'s; this module
+drives the consumer. Offsets of a lane are committed only once its own transaction has.
 
 When partitions are revoked, the rebalance listener waits for the batch in flight
 and commits what is done. When PostgreSQL is down, the same batch is retried with
 backoff, uncommitted; a revoke or a stop abandons it, and its partitions are sought
 back to it so that it is fetched again. :mod:`consumers.offsets` decides which batches
 may be applied and committed: never one fetched before a rebalance or a seek, never one
-that does not follow the last applied batch of its partition.
-
-A batch that PostgreSQL refuses for its data is split in halves until the record at
-fault is found; that record, like one that does not decode, is counted invalid and
-published with the reason to the dead-letter topic, before any offset past it is
-committed. When the dead letters cannot be published they are retried like a
-database outage, the batch's offsets uncommitted.
+that does not follow the last applied batch of its partition. No offset is committed
+past a dead letter that is not published yet.
 """
 
 from __future__ import annotations
@@ -40,130 +35,25 @@ import asyncio
 import logging
 import signal
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Collection, Coroutine, Mapping
+from typing import Any, ClassVar
 
-import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiohttp import web
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from consumers import metrics
-from consumers.errors import DatabaseUnavailable, RecordRejected, is_data_error, is_transient
-from consumers.offsets import GAP_TRIES, Offsets, Span
-from smsrx.codec import DecodeError
+from consumers.applier import Applier
+from consumers.batches import Applied, Decoder, Prepared, prepare
 from smsrx.db import create_pool
-from smsrx.deadletter import DeadLetter, encode_dead_letter
 from smsrx.kafka import make_consumer, make_producer, stop_bounded
-from smsrx.produce import produce_all
 from smsrx.settings import Settings
 
-__all__ = ["Applied", "Batch", "Decoder", "Rejected", "Worker"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
-Decoder = Callable[[bytes], Any]
-"""Turns a record value into an event, or raises :class:`~smsrx.codec.DecodeError`."""
-
-_MAX_BACKOFF = 10.0
 _LAG_INTERVAL = 1.0
-_T = TypeVar("_T")
-
-
-class Batch:
-    """The decoded events of one ``getmany``, as ``(topic, event)`` in consumption order."""
-
-    __slots__ = ("_by_topic", "items", "lane", "records")
-
-    def __init__(
-        self, items: list[tuple[str, Any]], lane: int = 0, records: list[Any] | None = None
-    ) -> None:
-        self.items = items
-        self.lane = lane
-        """Which of the worker's concurrent transactions this is (0: the first)."""
-        self.records = records
-        """The raw record of each item, in the same order (for the dead-letter topic)."""
-        self._by_topic: dict[str, list[Any]] | None = None
-
-    def of(self, topic: str) -> list[Any]:
-        """The events of one topic, in order."""
-        if self._by_topic is None:
-            self._by_topic = {}
-            for name, event in self.items:
-                self._by_topic.setdefault(name, []).append(event)
-        return self._by_topic.get(topic, [])
-
-    def halves(self) -> tuple[Batch, Batch]:
-        """The first and second half, to isolate a record the database refuses."""
-        middle = len(self.items) // 2
-        records = self.records
-        return (
-            Batch(self.items[:middle], self.lane, None if records is None else records[:middle]),
-            Batch(self.items[middle:], self.lane, None if records is None else records[middle:]),
-        )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record the worker cannot use, bound for the dead-letter topic."""
-
-    record: Any
-    """The consumer record, as fetched (topic, partition, offset, key, value)."""
-    reason: str
-    """Why, in one line."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "reason", " ".join(self.reason.split()))
-
-
-@dataclass(slots=True)
-class Applied:
-    """What a batch did, by topic; reported once its transaction has committed."""
-
-    applied: Counter[str] = field(default_factory=Counter)
-    """Events that changed the database."""
-    duplicate: Counter[str] = field(default_factory=Counter)
-    """Events already applied before (redelivered or repeated in the batch)."""
-    invalid: Counter[str] = field(default_factory=Counter)
-    """Records that could not be decoded, or that the database refused."""
-    on_commit: list[Callable[[], None]] = field(default_factory=list)
-    """Run once the transaction committed (metrics, staging the outbox)."""
-    rejected: list[Rejected] = field(default_factory=list)
-    """Records the database refused, for the dead-letter topic."""
-
-    def merge(self, other: Applied) -> Applied:
-        """Add ``other`` into this one and return it."""
-        self.applied.update(other.applied)
-        self.duplicate.update(other.duplicate)
-        self.invalid.update(other.invalid)
-        self.on_commit.extend(other.on_commit)
-        self.rejected.extend(other.rejected)
-        return self
-
-
-@dataclass(slots=True)
-class _Part:
-    """The records of one partition in a batch."""
-
-    size: int
-    span: Span
-    items: list[tuple[str, Any]] = field(default_factory=list)
-    records: list[Any] = field(default_factory=list)
-    """The raw record of each item."""
-    rejected: list[Rejected] = field(default_factory=list)
-    """Records that did not decode."""
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A fetched and decoded batch, waiting for its transaction."""
-
-    started: float
-    parts: dict[TopicPartition, _Part] = field(default_factory=dict)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -181,25 +71,15 @@ def _describe(partitions: Collection[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "-"
 
 
-def _batch(parts: Mapping[TopicPartition, _Part], lane: int) -> Batch:
-    return Batch(
-        [item for part in parts.values() for item in part.items],
-        lane,
-        [record for part in parts.values() for record in part.records],
-    )
+class Worker(Applier):
+    """A consumer-group member that applies each batch in one database transaction.
 
+    A subclass sets ``role``, ``group`` and maybe ``lanes``, and defines ``decoders``
+    and :meth:`~consumers.applier.Applier.apply`.
+    """
 
-class Worker(abc.ABC):
-    """A consumer-group member that applies each batch in one database transaction."""
-
-    role: ClassVar[str]
-    """Process role, used in logs and the ``worker`` metrics label."""
     group: ClassVar[str]
     """Consumer group, after the deployment's topic prefix."""
-    lanes: ClassVar[int] = 1
-    """Concurrent transactions per batch. With more than one, a batch is split by
-    partition number (records of one message share it on every topic, keyed alike), so
-    the transactions touch disjoint rows and PostgreSQL works on them in parallel."""
 
     def __init__(
         self,
@@ -210,24 +90,16 @@ class Worker(abc.ABC):
         consumer_options: Mapping[str, Any] | None = None,
         poll_timeout: float = 0.5,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.handle_signals = handle_signals
         self.group_id = group_id or settings.topics.prefix + self.group
         self.consumer_options = dict(consumer_options or {})
         self.poll_timeout = poll_timeout
-        self.pool: asyncpg.Pool | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self.dead_letter_producer: AIOKafkaProducer | None = None
-        """Publishes dead letters; made on start unless one is given."""
         self.processed = 0
         """Records processed (decoded and committed to the database) since start."""
         self.assigned = asyncio.Event()
         """Set once the group gave this worker partitions (tests wait on it)."""
-        self._stopping = asyncio.Event()
-        self._wakeup = asyncio.Event()
         self._batch_lock = asyncio.Lock()
-        self._revoking = False
-        self._offsets = Offsets()
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[Any] | None = None
         self._closed = False
@@ -240,20 +112,20 @@ class Worker(abc.ABC):
     def decoders(self) -> Mapping[str, Decoder]:
         """The topics to consume, each with the decoder of its records."""
 
-    @abc.abstractmethod
-    async def apply(self, conn: asyncpg.Connection, batch: Batch) -> Applied:
-        """Apply a batch inside the open transaction on ``conn``; must be idempotent."""
-
-    async def on_start(self) -> None:  # noqa: B027 (an optional hook)
+    async def on_start(self) -> None:
         """Called once the database pool exists, before the consumer joins the group."""
 
-    async def after_batch(self) -> None:  # noqa: B027 (an optional hook)
+    async def after_batch(self) -> None:
         """Called after each batch was committed, to the database and to Kafka."""
 
-    async def on_idle(self) -> None:  # noqa: B027 (an optional hook)
+    async def on_idle(self) -> None:
         """Called when a poll returned nothing."""
 
-    async def on_stop(self) -> None:  # noqa: B027 (an optional hook)
+    def http_routes(self) -> list[web.RouteDef]:
+        """Routes served beside ``/metrics`` on the worker's internal port; none here."""
+        return []
+
+    async def on_stop(self) -> None:
         """Called while closing, after the consumer left the group."""
 
     # --- lifecycle ----------------------------------------------------------------
@@ -280,11 +152,6 @@ class Worker(abc.ABC):
             logger.info("%s stopping: draining the batch in flight", self.role)
         self._stopping.set()
         self._wakeup.set()
-
-    @property
-    def stopping(self) -> bool:
-        """Whether a stop was requested."""
-        return self._stopping.is_set()
 
     async def close(self) -> None:
         """Commit what is done and release every resource; safe to call twice."""
@@ -329,31 +196,6 @@ class Worker(abc.ABC):
                 task.get_name(),
                 exc_info=task.exception(),
             )
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, but wake up early on :meth:`stop` or a revoke."""
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
-        except TimeoutError:
-            pass
-
-    async def retry(self, what: str, attempt: Callable[[], Awaitable[Any]]) -> bool:
-        """Run ``attempt`` until it succeeds (True) or a stop is requested (False)."""
-        delay = 0.2
-        while not self.stopping:
-            try:
-                await attempt()
-            except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, KafkaError):
-                    raise
-                logger.warning(
-                    "%s: %s unavailable, retrying in %.1fs: %r", self.role, what, delay, exc
-                )
-                await self.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-            else:
-                return True
-        return False
 
     def _on_signal(self, sig: int) -> None:
         limit = self.settings.shutdown_timeout
@@ -426,236 +268,20 @@ class Worker(abc.ABC):
 
     # --- one batch ----------------------------------------------------------------
 
-    def _prepare(self, records: Mapping[TopicPartition, list[Any]]) -> _Prepared:
-        # Called as soon as getmany() returns, with no await in between: the bookkeeping
-        # must see each fetch in the generation and epoch it was made in.
-        prepared = _Prepared(started=time.perf_counter())
-        for tp, batch in records.items():
-            if not batch:
-                continue
-            decode = self.decoders[tp.topic]
-            span = self._offsets.fetched(tp, batch[0].offset, batch[-1].offset + 1)
-            part = _Part(len(batch), span)
-            for record in batch:
-                try:
-                    if record.value is None:
-                        raise DecodeError("record has no value")  # noqa: TRY301
-                    part.items.append((tp.topic, decode(record.value)))
-                except DecodeError as exc:
-                    part.rejected.append(Rejected(record, str(exc)))
-                else:
-                    part.records.append(record)
-            prepared.parts[tp] = part
-        return prepared
+    def _prepare(self, records: Mapping[TopicPartition, list[Any]]) -> Prepared:
+        # Called as soon as getmany() returns, with no await in between (see prepare()).
+        return prepare(records, self.decoders, self._offsets, time.perf_counter())
 
-    async def _run(self, prepared: _Prepared) -> None:
+    async def _run(self, prepared: Prepared) -> None:
         async with self._batch_lock:
-            parts = self._admit(prepared)
-            if not parts:
+            done = await self._apply_batch(prepared)
+            if done is None:
                 return
-            lanes: dict[int, dict[TopicPartition, _Part]] = {}
-            for tp, part in parts.items():
-                lanes.setdefault(tp.partition % self.lanes, {})[tp] = part
-            batches = [_batch(lane, index) for index, lane in enumerate(lanes.values())]
-            if len(batches) == 1:
-                results = [await self._apply_with_retry(batches[0])]
-            else:
-                results = list(await asyncio.gather(*map(self._apply_with_retry, batches)))
-            done: dict[TopicPartition, _Part] = {}
-            merged = Applied()
-            for lane, result in zip(lanes.values(), results, strict=True):
-                if result is None:  # abandoned uncommitted: fetched again if still ours
-                    self._abandon(lane)
-                    continue
-                done.update(lane)
-                merged.merge(result)
-            if not done:
-                return
-            for callback in merged.on_commit:
-                callback()
-            rejected = [r for part in done.values() for r in part.rejected] + merged.rejected
-            if rejected and not await self._dead_letter(rejected):
-                self._abandon(done)  # applied, but not committed past an unsent dead letter
-                return
-            size = 0
-            for tp, part in done.items():
-                merged.invalid[tp.topic] += len(part.rejected)
-                size += part.size
-                self._offsets.applied(tp, part.span)
             await self._commit()
-            self.processed += size
-            self._observe(merged, size, len(done), time.perf_counter() - prepared.started)
+            self.processed += done.size
+            took = time.perf_counter() - prepared.started
+            self._observe(done.result, done.size, done.partitions, took)
         await self.after_batch()
-
-    def _admit(self, prepared: _Prepared) -> dict[TopicPartition, _Part]:
-        """The parts that may be applied: fetched in this generation and epoch, each
-        following the last applied records of its partition."""
-        parts = {}
-        stale = 0
-        for tp, part in prepared.parts.items():
-            admission = self._offsets.admit(tp, part.span)
-            stale += 0 if admission.apply or admission.seek is not None else part.size
-            if admission.seek is not None:
-                logger.info(
-                    "%s: batch at %s[%d] offset %d does not follow offset %d; fetching again",
-                    self.role,
-                    tp.topic,
-                    tp.partition,
-                    part.span.first,
-                    admission.seek,
-                )
-                self._seek(tp, admission.seek)
-            if admission.skipped is not None:
-                logger.warning(
-                    "%s: offsets %d-%d of %s[%d] returned no record in %d fetches: passed as "
-                    "offsets without records (transaction markers or compaction)",
-                    self.role,
-                    admission.skipped[0],
-                    admission.skipped[1] - 1,
-                    tp.topic,
-                    tp.partition,
-                    GAP_TRIES + 1,
-                )
-            if admission.apply:
-                parts[tp] = part
-        if stale:
-            logger.info(
-                "%s: %d records fetched before a rebalance or a seek dropped; fetched again",
-                self.role,
-                stale,
-            )
-        return parts
-
-    def _abandon(self, parts: Mapping[TopicPartition, _Part]) -> None:
-        """Seek back to records that were not applied, so that they are fetched again."""
-        for tp, part in parts.items():
-            self._seek(tp, self._offsets.abandoned(tp, part.span))
-
-    def _seek(self, tp: TopicPartition, offset: int) -> None:
-        if self.consumer is None or tp not in self.consumer.assignment():
-            return  # no longer ours: its next owner starts from the committed offset
-        try:
-            self.consumer.seek(tp, offset)
-        except IllegalStateError:
-            pass  # unassigned meanwhile
-
-    async def _apply_with_retry(self, batch: Batch) -> Applied | None:
-        return await self._until_done(
-            "database", len(batch), lambda: self._apply_isolating(batch), DatabaseUnavailable
-        )
-
-    async def _until_done(
-        self,
-        what: str,
-        size: int,
-        attempt: Callable[[], Awaitable[_T]],
-        transient: type[BaseException] | tuple[type[BaseException], ...],
-    ) -> _T | None:
-        """Retry a batch's ``attempt`` with backoff; None once a stop or a revoke abandons
-        it (its records are then redelivered)."""
-        delay = 0.2
-        while True:
-            try:
-                return await attempt()
-            except transient as exc:
-                if self.stopping or self._revoking:
-                    logger.warning(
-                        "%s: batch of %d abandoned uncommitted (%s unavailable, %s); "
-                        "it will be redelivered",
-                        self.role,
-                        size,
-                        what,
-                        "revoked" if self._revoking else "stopping",
-                    )
-                    return None
-                logger.warning(
-                    "%s: %s unavailable, retrying batch of %d in %.1fs: %s",
-                    self.role,
-                    what,
-                    size,
-                    delay,
-                    exc.__cause__ or exc,
-                )
-                await self.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-
-    async def _apply_isolating(self, batch: Batch) -> Applied:
-        try:
-            return await self._transaction(batch)
-        except RecordRejected as exc:
-            rejected = exc
-        metrics.DATABASE_ERRORS.labels(self.role, "data").inc()
-        if len(batch) > 1:
-            first, second = batch.halves()
-            result = await self._apply_isolating(first)
-            return result.merge(await self._apply_isolating(second))
-        assert batch.records is not None  # every batch the worker builds carries them
-        cause = rejected.__cause__ or rejected
-        reason = f"refused by the database: {type(cause).__name__}: "
-        reason += getattr(cause, "message", None) or str(cause)
-        if detail := getattr(cause, "detail", None):
-            reason += f" ({detail})"
-        return Applied(
-            invalid=Counter({batch.items[0][0]: 1}),
-            rejected=[Rejected(batch.records[0], reason)],
-        )
-
-    async def _transaction(self, batch: Batch) -> Applied:
-        assert self.pool is not None
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                return await self.apply(conn, batch)
-        except Exception as exc:
-            if is_transient(exc):
-                metrics.DATABASE_ERRORS.labels(self.role, "transient").inc()
-                raise DatabaseUnavailable(str(exc)) from exc
-            if is_data_error(exc):
-                raise RecordRejected(str(exc)) from exc
-            raise
-
-    async def _dead_letter(self, rejected: list[Rejected]) -> bool:
-        """Publish ``rejected`` to the dead-letter topic; False if a stop or a revoke came
-        first while it could not be written."""
-        assert self.dead_letter_producer is not None
-        producer = self.dead_letter_producer
-        topic = self.settings.topics.dead_letter
-        records = [
-            (topic, r.record.key or b"", encode_dead_letter(self._letter(r))) for r in rejected
-        ]
-
-        async def publish() -> bool:
-            async with asyncio.timeout(max(1.0, self.settings.kafka_send_timeout * 2)):
-                await produce_all(producer, records)
-            return True
-
-        if not await self._until_done(
-            "dead-letter topic", len(records), publish, (KafkaError, TimeoutError)
-        ):
-            return False
-        for r in rejected:
-            record = r.record
-            metrics.DEAD_LETTERS.labels(self.role, record.topic).inc()
-            logger.error(
-                "%s: dead letter topic=%s partition=%d offset=%d: %s",
-                self.role,
-                record.topic,
-                record.partition,
-                record.offset,
-                r.reason,
-            )
-        return True
-
-    def _letter(self, rejected: Rejected) -> DeadLetter:
-        record = rejected.record
-        return DeadLetter(
-            source=self.role,
-            reason=rejected.reason,
-            topic=record.topic,
-            key=record.key,
-            value=record.value,
-            partition=record.partition,
-            offset=record.offset,
-        )
 
     async def _commit(self, partitions: Collection[TopicPartition] | None = None) -> None:
         if self.consumer is None:

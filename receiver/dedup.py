@@ -4,8 +4,10 @@ The PostgreSQL table is shared by every receiver replica. A record is written on
 after the broker acknowledged the event, so a failed publish never makes a retry
 look like a duplicate. Writes are batched in the background; if the process dies
 before one lands, a retry is published again and consumers deduplicate it by
-``event_id``, as they always do. If PostgreSQL is down, lookups are skipped for a
-while and every event is treated as new: availability beats receiver-side dedup.
+``event_id``, as they always do. If PostgreSQL is down, or refuses a statement for
+any reason (:data:`smsrx.db.DB_ERRORS`, transient or not), lookups are skipped for a
+while and every event is treated as new: availability beats receiver-side dedup, and
+no database error ever turns a callback into a 5xx.
 
 Lookups and writes each keep one pooled connection for as long as it works: going
 through ``pool.fetch`` would send the pool's reset query (``RESET ALL; UNLISTEN *;
@@ -34,6 +36,7 @@ import asyncpg
 
 from receiver import metrics
 from smsrx.batching import Batcher
+from smsrx.db import DB_ERRORS
 
 __all__ = ["Dedup"]
 
@@ -44,17 +47,6 @@ _WRITE_BATCH = 5000
 _WRITE_PAUSE = 0.05
 """Seconds between dedup writes: nobody waits on them, and one INSERT of a hundred rows
 costs PostgreSQL and this process far less than a hundred small ones."""
-
-# Everything a dead or restarting PostgreSQL can raise: server errors, client-side
-# connection errors (InterfaceError: connection closed, or released by a failed call),
-# sockets and timeouts. None of them may turn a callback into a 5xx.
-_STORE_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
 
 _LOOKUP = "SELECT event_id FROM receiver_dedup WHERE event_id = ANY($1::text[])"
 _INSERT = """INSERT INTO receiver_dedup (event_id, provider, message_id)
@@ -99,7 +91,7 @@ class _Held:
         if conn is not None:
             try:
                 await asyncio.wait_for(self._pool.release(conn), 1.0)
-            except _STORE_ERRORS:
+            except DB_ERRORS:
                 conn.terminate()
 
 
@@ -158,7 +150,7 @@ class Dedup:
             return False
         try:
             found = await self._lookups.submit(event_id)
-        except _STORE_ERRORS as exc:
+        except DB_ERRORS as exc:
             self._store_failed("lookup", exc)
             return False
         if found:
@@ -193,7 +185,7 @@ class Dedup:
             async with asyncio.timeout(self._timeout * 5):
                 conn = await held.get()
                 await conn.execute(_INSERT, *map(list, zip(*batch, strict=True)))
-        except _STORE_ERRORS as exc:
+        except DB_ERRORS as exc:
             await held.discard()
             self._store_failed("write", exc)
         except BaseException:

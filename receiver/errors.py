@@ -2,13 +2,13 @@
 
 ::
 
-    ReceiverError
+    ReceiverError              (smsrx.errors.SmsrxError)
      ├── BadRequest            400  malformed or incomplete payload (names the field)
      ├── Forbidden             403  source address not allowed for this provider
      ├── RequestTimeout        408  the client sent its body too slowly
      ├── PayloadTooLarge       413  body over SMSRX_MAX_BODY_BYTES
      ├── UnsupportedMediaType  415  content type the carrier does not use
-     └── Unavailable           503  event could not be made durable; retry later
+     └── Unavailable           503  event could not be made durable; retriable
           └── Refused          503  the broker refused some records for good
 
 Adapters raise only :class:`BadRequest` (and :class:`UnsupportedMediaType`); the
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from smsrx.errors import SmsrxError
+
 __all__ = [
     "BadRequest",
     "Forbidden",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-class ReceiverError(Exception):
+class ReceiverError(SmsrxError):
     """Base class: an error answered with ``status`` and a JSON body."""
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
@@ -98,6 +100,7 @@ class Unavailable(ReceiverError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     outcome = "unavailable"
+    retriable = True
 
 
 class Refused(Unavailable):
@@ -105,6 +108,8 @@ class Refused(Unavailable):
 
     Sending them again cannot help (a record over the size limit, an invalid topic name).
     """
+
+    retriable = False
 
     def __init__(self, detail: str, *, reasons: dict[int, str]) -> None:
         super().__init__(detail)

@@ -39,6 +39,7 @@ from pathlib import Path
 from receiver import metrics
 from receiver.errors import Unavailable
 from smsrx.batching import Batcher
+from smsrx.errors import EXIT_CANNOT_START, SmsrxError
 
 __all__ = ["Entry", "Position", "Spool", "SpoolLocked"]
 
@@ -61,8 +62,10 @@ _OPEN: set[Spool] = set()
 """The spools this process has open, for the gauges."""
 
 
-class SpoolLocked(RuntimeError):
+class SpoolLocked(SmsrxError, RuntimeError):
     """Another process owns this spool directory."""
+
+    exit_code = EXIT_CANNOT_START
 
 
 class _NoRoom(OSError):

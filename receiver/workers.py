@@ -28,13 +28,14 @@ from types import FrameType
 from typing import Protocol
 
 from receiver.slots import Slot
+from smsrx.errors import EXIT_CANNOT_START
 from smsrx.settings import Settings
 
 __all__ = ["CANNOT_START", "Supervisor", "WorkerTarget"]
 
 logger = logging.getLogger(__name__)
 
-CANNOT_START = 3
+CANNOT_START = EXIT_CANNOT_START
 """Exit code of a worker, and of the parent, when a worker cannot start."""
 
 _FIRST_DELAY = 1.0

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import orjson
 
 from smsrx.clock import parse_rfc3339
-from smsrx.events import DeliveryReceipt, InboundMessage, StatusChange, Submission
+from smsrx.errors import SmsrxError
+from smsrx.events import (
+    DeliveryReceipt,
+    InboundMessage,
+    OptOut,
+    OptOutAction,
+    OptOutSource,
+    StatusChange,
+    Submission,
+)
 from smsrx.statuses import Status
 
 __all__ = [
@@ -24,29 +34,38 @@ __all__ = [
     "Event",
     "decode_delivery_receipt",
     "decode_inbound",
+    "decode_opt_out",
+    "decode_routed",
     "decode_status_change",
     "decode_submission",
     "encode",
+    "encode_routed",
 ]
 
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 """orjson options of every record smsrx writes: datetimes in UTC with a ``Z``."""
 
 
-class DecodeError(ValueError):
+class DecodeError(SmsrxError, ValueError):
     """A record is not valid JSON, or not a valid event of the expected kind."""
 
 
-Event = DeliveryReceipt | InboundMessage | Submission | StatusChange
+Event = DeliveryReceipt | InboundMessage | Submission | StatusChange | OptOut
 """Every canonical event the topics carry."""
 CarrierEvent = DeliveryReceipt | InboundMessage
 """The events a carrier's callback becomes."""
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 
 def encode(event: Event) -> bytes:
     """The record value for an event: compact JSON, timestamps in RFC 3339 UTC."""
     return orjson.dumps(event, option=JSON_OPTIONS)
+
+
+def encode_routed(message: InboundMessage, route: str) -> bytes:
+    """A record of ``sms.inbound.routed.v1``: the inbound record, plus its ``route``."""
+    return encode(message)[:-1] + b',"route":' + orjson.dumps(route) + b"}"
 
 
 def _load(data: bytes) -> dict[str, Any]:
@@ -110,8 +129,7 @@ def decode_delivery_receipt(doc: dict[str, Any]) -> DeliveryReceipt:
     )
 
 
-@_guarded
-def decode_inbound(doc: dict[str, Any]) -> InboundMessage:
+def _inbound(doc: dict[str, Any]) -> InboundMessage:
     """Decode a record of ``sms.inbound.v1``."""
     return InboundMessage(
         event_id=_field(doc, "event_id", str),
@@ -125,6 +143,9 @@ def decode_inbound(doc: dict[str, Any]) -> InboundMessage:
         raw=_field(doc, "raw", dict),
         schema_version=_field(doc, "schema_version", int),
     )
+
+
+decode_inbound = _guarded(_inbound)
 
 
 @_guarded
@@ -165,3 +186,38 @@ def decode_status_change(doc: dict[str, Any]) -> StatusChange:
         cause_event_id=_field(doc, "cause_event_id", str),
         schema_version=_field(doc, "schema_version", int),
     )
+
+
+def _optional_str(doc: dict[str, Any], name: str) -> str | None:
+    return None if doc.get(name) is None else _field(doc, name, str)
+
+
+def _choice(doc: dict[str, Any], name: str, kind: type[E]) -> E:
+    try:
+        return kind(_field(doc, name, str))
+    except ValueError:
+        raise DecodeError(f"field {name!r} is not one of {[e.value for e in kind]}") from None
+
+
+@_guarded
+def decode_opt_out(doc: dict[str, Any]) -> OptOut:
+    """Decode a record of ``sms.opt-outs.v1``."""
+    return OptOut(
+        event_id=_field(doc, "event_id", str),
+        phone=_field(doc, "phone", str),
+        action=_choice(doc, "action", OptOutAction),
+        keyword=_optional_str(doc, "keyword"),
+        provider=_optional_str(doc, "provider"),
+        inbound_message_id=_optional_str(doc, "inbound_message_id"),
+        occurred_at=_time(doc, "occurred_at"),
+        received_at=_time(doc, "received_at"),
+        source=_choice(doc, "source", OptOutSource),
+        reason=_optional_str(doc, "reason"),
+        schema_version=_field(doc, "schema_version", int),
+    )
+
+
+def decode_routed(data: bytes) -> tuple[InboundMessage, str]:
+    """Decode a record of ``sms.inbound.routed.v1``: the inbound message and its route."""
+    doc = _load(data)
+    return _inbound(doc), _field(doc, "route", str)

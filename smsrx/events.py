@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from smsrx.statuses import FINAL_STATUSES, Status
@@ -21,6 +22,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "DeliveryReceipt",
     "InboundMessage",
+    "OptOut",
+    "OptOutAction",
+    "OptOutSource",
     "StatusChange",
     "Submission",
     "event_id_for",
@@ -252,3 +256,115 @@ class StatusChange:
     def id_for(provider: str, message_id: str, recipient: str, status: Status) -> str:
         """The deterministic id of a change to ``status``."""
         return event_id_for("status", provider, message_id, recipient, status.value)
+
+
+class OptOutAction(StrEnum):
+    """What an opt-out event does to a phone number."""
+
+    OPT_OUT = "opt_out"
+    """Stop messaging this number, from every sending service."""
+    OPT_IN = "opt_in"
+    """The number may be messaged again."""
+
+
+class OptOutSource(StrEnum):
+    """Where an opt-out event came from."""
+
+    KEYWORD = "keyword"
+    """A keyword in an inbound SMS (STOP, ARRET, START, ...)."""
+    API = "api"
+    """A manual change: ``smsrx optouts add|remove|import``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """A person asked to stop (or to start again) receiving messages: ``sms.opt-outs.v1``.
+
+    The suppression list is the latest of these per phone number, by ``occurred_at``
+    with ``event_id`` as the tie-break, so replays and duplicates change nothing.
+    """
+
+    kind: ClassVar[str] = "opt_out"
+
+    event_id: str
+    """Deterministic: from the inbound message for a keyword, from the change for the API."""
+    phone: str
+    """The phone number, E.164 with a leading ``+``; also the record key."""
+    action: OptOutAction
+    """``opt_out`` or ``opt_in``."""
+    keyword: str | None
+    """The keyword as configured (``STOP``, ``ARRET``); None for a manual change."""
+    provider: str | None
+    """The carrier the inbound SMS came through; None for a manual change."""
+    inbound_message_id: str | None
+    """The carrier's id of the inbound SMS; None for a manual change."""
+    occurred_at: datetime
+    """When the person asked: the SMS's own date when known, else when it was received."""
+    received_at: datetime
+    """When smsrx learnt of it (UTC)."""
+    source: OptOutSource
+    """``keyword`` or ``api``."""
+    reason: str | None = None
+    """Why, for a manual change (``--reason``)."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka record key: the phone number, so a compacted topic keeps its latest."""
+        return self.phone.encode()
+
+    @property
+    def suppressed(self) -> bool:
+        """Whether this event leaves the number suppressed."""
+        return self.action is OptOutAction.OPT_OUT
+
+    @classmethod
+    def from_keyword(
+        cls,
+        *,
+        phone: str,
+        action: OptOutAction,
+        keyword: str,
+        provider: str,
+        inbound_message_id: str,
+        occurred_at: datetime,
+        received_at: datetime,
+    ) -> OptOut:
+        """The event of a keyword in an inbound SMS: one per inbound message."""
+        return cls(
+            event_id=event_id_for("opt-out", provider, inbound_message_id),
+            phone=phone,
+            action=action,
+            keyword=keyword,
+            provider=provider,
+            inbound_message_id=inbound_message_id,
+            occurred_at=occurred_at,
+            received_at=received_at,
+            source=OptOutSource.KEYWORD,
+        )
+
+    @classmethod
+    def manual(
+        cls,
+        *,
+        phone: str,
+        action: OptOutAction,
+        occurred_at: datetime,
+        received_at: datetime,
+        reason: str | None = None,
+    ) -> OptOut:
+        """A manual change; the same change at the same moment is the same event."""
+        return cls(
+            event_id=event_id_for(
+                "opt-out-api", phone, action.value, occurred_at.isoformat(), reason or ""
+            ),
+            phone=phone,
+            action=action,
+            keyword=None,
+            provider=None,
+            inbound_message_id=None,
+            occurred_at=occurred_at,
+            received_at=received_at,
+            source=OptOutSource.API,
+            reason=reason,
+        )

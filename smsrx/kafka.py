@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -22,6 +23,7 @@ from aiokafka.errors import (
     UnsupportedVersionError,
 )
 
+from smsrx.errors import EXIT_NO_IDEMPOTENCE, SmsrxError
 from smsrx.settings import Settings
 
 __all__ = [
@@ -52,12 +54,14 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-class BrokerWithoutIdempotence(Exception):
+class BrokerWithoutIdempotence(SmsrxError):
     """The broker refused the idempotent producer's InitProducerId request.
 
     Brokers without the idempotent producer (the development broker, Tansu) answer it
     with an unknown error or an unsupported version.
     """
+
+    exit_code = EXIT_NO_IDEMPOTENCE
 
     def __init__(self, bootstrap: str, cause: KafkaError) -> None:
         self.message = (
@@ -112,8 +116,9 @@ async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, limit: float
         logger.warning("kafka client stop timed out after %.1fs; abandoning it", limit)
 
 
-async def create_topics(settings: Settings) -> list[str]:
-    """Create every smsrx topic that does not exist yet; return those created."""
+async def create_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
+    """Create every smsrx topic, and the ``extra`` ones (per-route topics), that does not
+    exist yet; return those created."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap,
         request_timeout_ms=max(1000, int(settings.kafka_send_timeout * 1000)),
@@ -123,14 +128,15 @@ async def create_topics(settings: Settings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         configs = {"min.insync.replicas": "2"} if settings.topic_replication >= 3 else {}
-        for name in settings.topics.all():
+        for name in (*settings.topics.all(), *extra):
             if name in existing:
                 continue
+            compact = {"cleanup.policy": "compact"} if settings.topics.compacted(name) else {}
             topic = NewTopic(
                 name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
-                topic_configs=configs,
+                topic_configs={**configs, **compact},
             )
             try:
                 await admin.create_topics([topic])

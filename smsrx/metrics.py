@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Sequence
 
 import prometheus_client
 from aiohttp import web
@@ -31,17 +32,20 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
 
-def metrics_app(role: str) -> web.Application:
-    """An app serving ``GET /metrics`` for the process ``role``."""
+def metrics_app(role: str, routes: Sequence[web.RouteDef] = ()) -> web.Application:
+    """An app serving ``GET /metrics`` for the process ``role``, and ``routes``."""
     BUILD_INFO.info({"version": __version__, "python": platform.python_version(), "role": role})
     app = web.Application()
     app.router.add_get("/metrics", _metrics)
+    app.add_routes(routes)
     return app
 
 
-async def start_metrics_server(role: str, host: str, port: int) -> web.AppRunner:
-    """Serve ``/metrics`` on host:port; the caller cleans the runner up."""
-    runner = web.AppRunner(metrics_app(role), access_log=None)
+async def start_metrics_server(
+    role: str, host: str, port: int, *, routes: Sequence[web.RouteDef] = ()
+) -> web.AppRunner:
+    """Serve ``/metrics`` (and ``routes``) on host:port; the caller cleans the runner up."""
+    runner = web.AppRunner(metrics_app(role, routes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -18,6 +18,8 @@ import phonenumbers
 import pycountry
 from phonenumbers import PhoneMetadata
 
+from smsrx.errors import SmsrxError
+
 __all__ = ["InvalidPhoneNumber", "country_alpha3", "to_e164"]
 
 _PLUS_DIGITS = re.compile(r"\+[1-9][0-9]{3,17}")
@@ -25,7 +27,7 @@ _COUNTRY_CODES = frozenset(str(cc) for cc in phonenumbers.COUNTRY_CODE_TO_REGION
 _NEVER = re.compile(r"(?!)")
 
 
-class InvalidPhoneNumber(ValueError):
+class InvalidPhoneNumber(SmsrxError, ValueError):
     """The text is not a phone number in international form."""
 
 

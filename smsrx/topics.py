@@ -13,7 +13,9 @@ __all__ = [
     "DEAD_LETTER",
     "DELIVERY_RECEIPTS",
     "INBOUND",
+    "INBOUND_ROUTED",
     "MESSAGE_STATUS",
+    "OPT_OUTS",
     "SUBMISSIONS",
     "Topics",
 ]
@@ -23,6 +25,10 @@ INBOUND = "sms.inbound.v1"
 SUBMISSIONS = "sms.submissions.v1"
 MESSAGE_STATUS = "sms.message-status.v1"
 DEAD_LETTER = "sms.dead-letter.v1"
+OPT_OUTS = "sms.opt-outs.v1"
+INBOUND_ROUTED = "sms.inbound.routed.v1"
+COMPACTED = frozenset({OPT_OUTS})
+"""Topics kept compacted: the latest record per key is what matters (a number's opt-out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,20 @@ class Topics:
         """Records a worker or the spool replayer could not use, with the reason."""
         return self.prefix + DEAD_LETTER
 
+    @property
+    def opt_outs(self) -> str:
+        """Opt-outs and opt-ins, keyed by phone number; compacted."""
+        return self.prefix + OPT_OUTS
+
+    @property
+    def inbound_routed(self) -> str:
+        """Inbound SMS with the route their keyword chose, published by the inbound worker."""
+        return self.prefix + INBOUND_ROUTED
+
+    def compacted(self, name: str) -> bool:
+        """Whether topic ``name`` (with this prefix) is kept compacted."""
+        return name.removeprefix(self.prefix) in COMPACTED
+
     def all(self) -> tuple[str, ...]:
         """Every topic smsrx reads or writes."""
         return (
@@ -64,4 +84,6 @@ class Topics:
             self.submissions,
             self.message_status,
             self.dead_letter,
+            self.opt_outs,
+            self.inbound_routed,
         )

@@ -2,6 +2,9 @@
 
 Exit codes: 0 done and in place; 1 Orange or the database failed, or the callback
 is not registered as wanted; 2 a setting or option is missing or unusable.
+
+Each handler imports :mod:`subscriptions.commands` (the client, the store, the
+metrics) only when its task runs, as every ``smsrx`` command does.
 """
 
 from __future__ import annotations
@@ -16,16 +19,36 @@ __all__ = ["add_commands"]
 _WATCH_DEFAULT = -1.0  # --watch without a value: SMSRX_ORANGE_RECONCILE_INTERVAL
 
 
-def _lazy(name: str) -> Any:
-    """A handler that imports the client, store and metrics only when its task runs."""
+def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
+    from subscriptions.commands import run_subscribe
 
-    def handler(settings: Settings, args: argparse.Namespace) -> int:
-        from subscriptions import commands
+    return run_subscribe(settings, args)
 
-        result: int = getattr(commands, name)(settings, args)
-        return result
 
-    return handler
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from subscriptions.commands import run_check
+
+    return run_check(settings, args)
+
+
+def _unsubscribe(settings: Settings, args: argparse.Namespace) -> int:
+    from subscriptions.commands import run_unsubscribe
+
+    return run_unsubscribe(settings, args)
+
+
+def _list(settings: Settings, args: argparse.Namespace) -> int:
+    from subscriptions.commands import run_list
+
+    return run_list(settings, args)
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from subscriptions.commands import run_reconcile
+
+    if args.watch == _WATCH_DEFAULT:
+        args.watch = settings.orange_reconcile_interval
+    return run_reconcile(settings, args)
 
 
 def _interval(text: str) -> float:
@@ -59,7 +82,7 @@ def add_commands(sub: Any) -> None:
         description="Register the URL with Orange and store the subscription id it returns.",
     )
     subscribe.add_argument("--notify-url", metavar="URL", help=_NOTIFY_HELP)
-    subscribe.set_defaults(handler=_lazy("_subscribe"))
+    subscribe.set_defaults(handler=_subscribe)
 
     check = tasks.add_parser(
         "check",
@@ -69,7 +92,7 @@ def add_commands(sub: Any) -> None:
     )
     check.add_argument("--id", metavar="ID", help="check this subscription id instead")
     check.add_argument("--notify-url", metavar="URL", help=_NOTIFY_HELP)
-    check.set_defaults(handler=_lazy("_check"))
+    check.set_defaults(handler=_check)
 
     unsubscribe = tasks.add_parser(
         "unsubscribe",
@@ -82,14 +105,14 @@ def add_commands(sub: Any) -> None:
     unsubscribe.add_argument(
         "--notify-url", metavar="URL", help="URL to subscribe with when recovering a lost id"
     )
-    unsubscribe.set_defaults(handler=_lazy("_unsubscribe"))
+    unsubscribe.set_defaults(handler=_unsubscribe)
 
     tasks.add_parser(
         "list",
         help="show the stored subscriptions and their state",
         description="Every subscription we made, newest first, with what we last learnt about "
         "it: active, drifted, unknown (Orange answered 404) or removed.",
-    ).set_defaults(handler=_lazy("_list"))
+    ).set_defaults(handler=_list)
 
     rec = tasks.add_parser(
         "reconcile",
@@ -108,4 +131,4 @@ def add_commands(sub: Any) -> None:
         help="keep reconciling every INTERVAL (30s, 5m; default SMSRX_ORANGE_RECONCILE_INTERVAL) "
         "until SIGTERM or Ctrl-C, serving /metrics on SMSRX_SUBSCRIPTIONS_METRICS_PORT",
     )
-    rec.set_defaults(handler=_lazy("_reconcile"))
+    rec.set_defaults(handler=_reconcile)

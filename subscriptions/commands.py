@@ -1,4 +1,9 @@
-"""The work behind each ``smsrx subscriptions`` task (imported only when one runs)."""
+"""The work behind each ``smsrx subscriptions`` task (imported only when one runs).
+
+Each ``run_*`` is a handler of :mod:`smsrx.cli` (settings, parsed arguments -> exit
+code); :mod:`subscriptions.cli` imports this module inside its handlers, so that
+building the parser loads neither the client nor the store.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from smsrx.db import DB_ERRORS
+from smsrx.errors import EXIT_FAILED
 from smsrx.settings import ConfigError, Settings
 from subscriptions import operations
-from subscriptions.cli import _WATCH_DEFAULT
 from subscriptions.client import open_client
 from subscriptions.config import desired_notify_url, wanted_notify_url
-from subscriptions.errors import InvalidNotifyURL, SubscriptionError
+from subscriptions.errors import SubscriptionError
 from subscriptions.reconcile import reconcile
 from subscriptions.report import (
     check_lines,
@@ -23,9 +29,9 @@ from subscriptions.report import (
     unsubscribe_lines,
 )
 from subscriptions.store import open_store
-from subscriptions.watch import DATABASE_ERRORS, database_problem, run_reconciler
+from subscriptions.watch import database_problem, run_reconciler
 
-__all__: list[str] = []  # the handlers are reached through subscriptions.cli
+__all__ = ["run_check", "run_list", "run_reconcile", "run_subscribe", "run_unsubscribe"]
 
 
 def _say(line: str) -> None:
@@ -36,18 +42,17 @@ def _run(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run ``command``; turn our errors into one actionable line on stderr and an exit code."""
     try:
         return asyncio.run(command())
-    except InvalidNotifyURL as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
     except SubscriptionError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except DATABASE_ERRORS as exc:
+        return exc.exit_code
+    except DB_ERRORS as exc:
         print(f"error: {database_problem(exc)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
-def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
+def run_subscribe(settings: Settings, args: argparse.Namespace) -> int:
+    """``subscribe``: register the callback URL and store the id."""
+
     async def command() -> int:
         notify_url = desired_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
@@ -59,7 +64,9 @@ def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
     return _run(command)
 
 
-def _check(settings: Settings, args: argparse.Namespace) -> int:
+def run_check(settings: Settings, args: argparse.Namespace) -> int:
+    """``check``: 0 if Orange posts receipts to the URL we want, else 1."""
+
     async def command() -> int:
         desired = wanted_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
@@ -85,7 +92,9 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     return _run(command)
 
 
-def _unsubscribe(settings: Settings, args: argparse.Namespace) -> int:
+def run_unsubscribe(settings: Settings, args: argparse.Namespace) -> int:
+    """``unsubscribe``: remove the stored registrations (or ``--id``), recovering a lost id."""
+
     async def command() -> int:
         recover_with = wanted_notify_url(settings, args.notify_url)
         async with open_client(settings) as client, open_store(settings.database_url) as store:
@@ -107,7 +116,9 @@ def _unsubscribe(settings: Settings, args: argparse.Namespace) -> int:
     return _run(command)
 
 
-def _list(settings: Settings, args: argparse.Namespace) -> int:
+def run_list(settings: Settings, args: argparse.Namespace) -> int:
+    """``list``: the stored subscriptions, newest first."""
+
     async def command() -> int:
         async with open_store(settings.database_url) as store:
             rows = await store.all()
@@ -118,11 +129,12 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
     return _run(command)
 
 
-def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """``reconcile``: one pass (0 if the callback ends up as wanted), or every
+    ``args.watch`` seconds until stopped."""
     if args.watch is not None:
-        interval = None if args.watch == _WATCH_DEFAULT else args.watch
         return _run(
-            lambda: run_reconciler(settings, _say, notify_url=args.notify_url, interval=interval)
+            lambda: run_reconciler(settings, _say, notify_url=args.notify_url, interval=args.watch)
         )
 
     async def command() -> int:

@@ -1,10 +1,11 @@
 """What can go wrong when we talk to Orange, as types a person and a retry loop can act on.
 
-Every error carries a ``message`` written for the operator, and ``retriable`` says
-whether trying the same call again later may succeed::
+Every error carries a ``message`` written for the operator, ``retriable`` says
+whether trying the same call again later may succeed, and ``exit_code`` what
+``smsrx subscriptions`` exits with (:mod:`smsrx.errors`)::
 
-    SubscriptionError                 anything this package refuses or fails to do
-    ├── InvalidNotifyURL              not https:// on port 443 (refused before any call)
+    SubscriptionError                 anything this package refuses or fails to do; exit 1
+    ├── InvalidNotifyURL              not https:// on port 443 (refused before any call); exit 2
     └── OrangeError                   Orange's API failed or refused a call
         ├── BadRequest                400 requestError, with Orange's own text
         ├── Unauthorized              401 (token endpoint, or a token refused twice)
@@ -21,6 +22,8 @@ nor an access token can reach a log line through an exception.
 
 from __future__ import annotations
 
+from smsrx.errors import EXIT_USAGE, SmsrxError
+
 __all__ = [
     "BadRequest",
     "Forbidden",
@@ -36,11 +39,8 @@ __all__ = [
 ]
 
 
-class SubscriptionError(Exception):
+class SubscriptionError(SmsrxError):
     """Base class: ``message`` says what happened and what to do about it."""
-
-    retriable: bool = False
-    """Whether the same call may succeed if tried again later."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -52,6 +52,8 @@ class SubscriptionError(Exception):
 
 class InvalidNotifyURL(SubscriptionError):
     """The callback URL is one Orange would never post to."""
+
+    exit_code = EXIT_USAGE
 
 
 class OrangeError(SubscriptionError):

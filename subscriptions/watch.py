@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from smsrx.db import DB_ERRORS
 from smsrx.metrics import start_metrics_server
 from smsrx.settings import Settings
 from subscriptions.client import RetryPolicy, open_client
@@ -24,15 +25,12 @@ from subscriptions.reconcile import ReconcileResult, reconcile
 from subscriptions.report import reconcile_lines
 from subscriptions.store import open_store
 
-__all__ = ["DATABASE_ERRORS", "Emit", "database_problem", "run_reconciler"]
+__all__ = ["Emit", "database_problem", "run_reconciler"]
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], None]
 """Where command output goes: ``print`` in the CLI, a list in tests."""
-
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-"""What the store raises when PostgreSQL is unreachable or refuses a statement."""
 
 
 def database_problem(exc: BaseException) -> str:
@@ -116,7 +114,7 @@ async def _pass(
         result = task.result()
     except SubscriptionError as exc:
         emit(f"reconcile: error: {exc.message}")
-    except DATABASE_ERRORS as exc:
+    except DB_ERRORS as exc:  # reported, transient or not: the next pass may find it fixed
         emit(f"reconcile: error: {database_problem(exc)}")
     else:
         for line in reconcile_lines(result):

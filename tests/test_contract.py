@@ -13,11 +13,14 @@ from smsrx.codec import (
     DecodeError,
     decode_delivery_receipt,
     decode_inbound,
+    decode_opt_out,
+    decode_routed,
     decode_submission,
     encode,
+    encode_routed,
 )
 from smsrx.deadletter import DeadLetter, encode_dead_letter
-from smsrx.events import DeliveryReceipt, InboundMessage, Submission
+from smsrx.events import DeliveryReceipt, InboundMessage, OptOut, OptOutAction, Submission
 from smsrx.phones import InvalidPhoneNumber, country_alpha3, to_e164
 from smsrx.statuses import Status, supersedes
 
@@ -88,6 +91,43 @@ def test_inbound_and_submission_round_trip() -> None:
         tags={"tenant": "acme"},
     )
     assert decode_submission(encode(submission)) == submission
+
+
+def test_opt_outs_and_routed_messages_round_trip() -> None:
+    """Opt-out events and routed inbound messages survive encode then decode unchanged."""
+    now = utcnow()
+    keyword = OptOut.from_keyword(
+        phone="+2250700000001",
+        action=OptOutAction.OPT_OUT,
+        keyword="STOP",
+        provider="vavasms",
+        inbound_message_id="SM-1",
+        occurred_at=now,
+        received_at=now,
+    )
+    manual = OptOut.manual(
+        phone="+2250700000001", action=OptOutAction.OPT_IN, occurred_at=now, received_at=now
+    )
+    assert decode_opt_out(encode(keyword)) == keyword
+    assert decode_opt_out(encode(manual)) == manual
+    assert keyword.key == b"+2250700000001" and keyword.suppressed and not manual.suppressed
+    again = OptOut.manual(
+        phone="+2250700000001", action=OptOutAction.OPT_IN, occurred_at=now, received_at=utcnow()
+    )
+    assert again.event_id == manual.event_id  # the same change at the same moment
+    with pytest.raises(DecodeError, match="action"):
+        decode_opt_out(encode(keyword).replace(b'"opt_out"', b'"maybe"'))
+    inbound = InboundMessage.create(
+        provider="vavasms",
+        message_id="SM-1",
+        sender="+2250700000001",
+        content='STOP "now"',
+        sent_at=None,
+        sent_at_text="",
+        received_at=now,
+        raw={"a": [1]},
+    )
+    assert decode_routed(encode_routed(inbound, "opt-out")) == (inbound, "opt-out")
 
 
 @pytest.mark.parametrize(
@@ -200,7 +240,34 @@ def test_records_match_published_json_schemas() -> None:
             ),
         ),
     ]
+    inbound = cases[1][1]
+    assert isinstance(inbound, InboundMessage)
+    cases += [
+        (
+            "opt-out.v1.json",
+            OptOut.from_keyword(
+                phone="+2250700000001",
+                action=OptOutAction.OPT_OUT,
+                keyword="ARRET",
+                provider="vavasms",
+                inbound_message_id="SM-1",
+                occurred_at=now,
+                received_at=now,
+            ),
+        ),
+        (
+            "opt-out.v1.json",
+            OptOut.manual(
+                phone="+2250700000001",
+                action=OptOutAction.OPT_IN,
+                occurred_at=now,
+                received_at=now,
+                reason="support ticket 42",
+            ),
+        ),
+    ]
     values = [(name, encode(event)) for name, event in cases]
+    values.append(("inbound-routed.v1.json", encode_routed(inbound, "rdv")))
     values.append(
         (
             "dead-letter.v1.json",

@@ -32,6 +32,7 @@ def _env(state: Path) -> dict[str, str]:
         SMSRX_RECEIVER_METRICS_PORT=str(free_port()),
         SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
         SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
+        SMSRX_INBOUND_METRICS_PORT=str(free_port()),
         SMSRX_SUBSCRIPTIONS_METRICS_PORT=str(free_port()),
         SMSRX_SHUTDOWN_TIMEOUT="3s",
     )

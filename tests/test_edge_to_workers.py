@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from consumers.analytics import Analytics
+from consumers.batches import Batch
 from consumers.status_projection import StatusProjection
-from consumers.worker import Batch
 from receiver.adapters import orange, vavasms
 from receiver.errors import BadRequest, UnsupportedMediaType
 from smsrx.codec import decode_status_change, encode

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from smsrx import __version__
 from smsrx.cli.dev.state import RunningStack, dev_defaults
-from smsrx.cli.failures import EXIT_USAGE, explain
+from smsrx.cli.failures import EXIT_INTERRUPTED, EXIT_USAGE, explain
 from smsrx.logs import setup_logging
 from smsrx.settings import VARIABLES, ConfigError, Settings
 
@@ -162,10 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=_topics_create, one_shot=True)
 
     from consumers.cli import add_commands as add_consumer_commands
+    from smsrx.cli.doctor import add_command as add_doctor_command
     from subscriptions.cli import add_commands as add_subscription_commands
 
     add_consumer_commands(sub)
     add_subscription_commands(sub)
+    add_doctor_command(sub)
     return parser
 
 
@@ -184,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(environ)
     except ConfigError as exc:
-        print(f"smsrx: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"smsrx: {exc.line()}", file=sys.stderr)
+        return exc.exit_code
     if stack is not None:
         print(
             f"smsrx: using the development stack of 'smsrx dev' (pid {stack.pid}, {stack.path})",
@@ -200,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         failure = explain(exc, settings)
         if failure is None:

@@ -12,7 +12,10 @@ Exit codes of ``smsrx``:
 - 5: the broker has no idempotent producer and SMSRX_KAFKA_IDEMPOTENCE is on;
 - 130: interrupted (Ctrl-C).
 
-Anything else is a bug and keeps its traceback.
+Our own errors say which by their ``exit_code``, and their line by
+:meth:`~smsrx.errors.SmsrxError.line` (the tree is in :mod:`smsrx.errors`). The client
+libraries' connection errors, and the socket's, are told apart below. Anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,21 +26,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from smsrx.settings import ConfigError, Settings
+from smsrx.errors import (
+    EXIT_CANNOT_START,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_IDEMPOTENCE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    SmsrxError,
+)
+from smsrx.settings import Settings
 
 __all__ = [
+    "EXIT_CANNOT_START",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_NO_IDEMPOTENCE",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "Failure",
     "explain",
 ]
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 4
-EXIT_NO_IDEMPOTENCE = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +65,6 @@ def _database(url: str) -> str:
     except ValueError:  # a URL asyncpg reads but urlsplit does not (several hosts)
         return "the database"
     return f"{parts.hostname}:{port}{parts.path}"
-
-
-def _config(exc: BaseException, settings: Settings) -> str:
-    return f"configuration error: {exc}"
-
-
-def _no_idempotence(exc: BaseException, settings: Settings) -> str:
-    return str(getattr(exc, "message", exc))
 
 
 def _broker(exc: BaseException, settings: Settings) -> str:
@@ -109,15 +110,12 @@ _Rule = tuple[Callable[[BaseException], bool], int, Callable[[BaseException, Set
 
 
 def _rules() -> tuple[_Rule, ...]:
-    """(which failures, exit code, its line), first match wins; imported only on failure."""
+    """(which failures, exit code, its line) for the libraries' errors, first match wins;
+    imported only on failure."""
     import asyncpg
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
-    from smsrx.kafka import BrokerWithoutIdempotence
-
     return (
-        (_is(ConfigError), EXIT_USAGE, _config),
-        (_is(BrokerWithoutIdempotence), EXIT_NO_IDEMPOTENCE, _no_idempotence),
         (_is(KafkaConnectionError, KafkaTimeoutError), EXIT_UNREACHABLE, _broker),
         (
             _is(
@@ -137,6 +135,8 @@ def _rules() -> tuple[_Rule, ...]:
 
 def explain(exc: BaseException, settings: Settings) -> Failure | None:
     """The line and exit code of an expected failure; None for anything else."""
+    if isinstance(exc, SmsrxError):
+        return Failure(exc.exit_code, exc.line())
     for matches, code, describe in _rules():
         if matches(exc):
             return Failure(code, describe(exc, settings))

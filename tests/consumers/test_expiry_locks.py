@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaError
 
+from consumers.batches import Batch
 from consumers.expiry import ExpirySweeper
 from consumers.status_projection import StatusProjection
-from consumers.worker import Batch
 from smsrx.cli.dev.broker import Broker
 from smsrx.clock import utcnow
 from smsrx.kafka import make_producer

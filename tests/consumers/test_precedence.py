@@ -9,9 +9,9 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumers.batches import Batch
 from consumers.projection import Stored, plan_receipts
 from consumers.status_projection import StatusProjection
-from consumers.worker import Batch
 from smsrx.events import DeliveryReceipt, Submission
 from smsrx.settings import Settings
 from smsrx.statuses import Status

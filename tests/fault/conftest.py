@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fault.harness import REPORTS, System
+from tests.fault.harness import REPORTS, FaultStack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,17 +16,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 async def make_system(tmp_path):
     """Start a fresh system (its own broker, PostgreSQL, receiver and workers) with extra SMSRX_* settings."""
-    started: list[System] = []
+    started: list[FaultStack] = []
 
-    async def make(**env: str) -> System:
-        running = System(tmp_path / f"system{len(started)}", **env)
+    async def make(**env: str) -> FaultStack:
+        running = FaultStack(tmp_path / f"system{len(started)}", **env)
         started.append(running)
         await running.start()
         return running
 
     yield make
     for running in started:
-        await running.stop()
+        running.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,14 +1,12 @@
 """A whole smsrx system under test: its own broker and PostgreSQL, the receiver and both
-workers as real processes, a load generator, and the counts that prove nothing was lost.
+workers as real processes (all started by the launcher, :mod:`smsrx.cli.dev.stack`), a
+load generator, and the counts that prove nothing was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,16 +19,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.adapters import orange
-from smsrx.cli.dev.broker import Broker
-from smsrx.cli.dev.certs import ensure_certificate
-from smsrx.cli.dev.postgres import Postgres
-from smsrx.cli.dev.process import Child, free_port, wait_for_port
+from smsrx.cli.dev.stack import Stack
 from smsrx.clock import utcnow
-from smsrx.db import migrate
-from smsrx.kafka import create_topics
-from smsrx.settings import Settings
+from smsrx.db import Migration
 
-ROOT = Path(__file__).parent.parent.parent
 STATUSES = (
     "MessageWaiting",
     "DeliveredToNetwork",
@@ -94,103 +86,37 @@ class Report:
 REPORTS: list[Report] = []
 
 
-class System:
-    """Broker, PostgreSQL, receiver and workers, each a real process that a test can kill."""
+class FaultStack(Stack):
+    """The launcher's stack with the receiver and both workers running, each a real
+    process a test can kill, plus the load generator and the counts of the fault suite."""
 
-    def __init__(self, root: Path, **env: str) -> None:
-        self.root = root
-        self.broker = Broker(port=free_port(), log_path=root / "broker.log")
-        self.postgres = Postgres(root / "pg" / "data", port=free_port(), durable=True)
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.cert = ensure_certificate(root / "tls")
-        self.database_url = self.postgres.url("smsrx")
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")},
-            "SMSRX_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "SMSRX_KAFKA_IDEMPOTENCE": "0",
+    receiver_args: tuple[str, ...] = ("receiver",)
+    """How the receiver is started (a subclass runs ``receiver --workers 2``)."""
+
+    def __init__(self, root: Path, **variables: str) -> None:
+        defaults = {
             "SMSRX_KAFKA_SEND_TIMEOUT": "2s",
-            "SMSRX_DATABASE_URL": self.database_url,
-            "SMSRX_RECEIVER_HOST": "127.0.0.1",
-            "SMSRX_RECEIVER_PORT": str(self.port),
-            "SMSRX_METRICS_HOST": "127.0.0.1",
-            "SMSRX_RECEIVER_METRICS_PORT": str(self.metrics_port),
-            "SMSRX_STATUS_PROJECTION_METRICS_PORT": str(free_port()),
-            "SMSRX_ANALYTICS_METRICS_PORT": str(free_port()),
-            "SMSRX_TLS_CERT": str(self.cert.cert),
-            "SMSRX_TLS_KEY": str(self.cert.key),
-            "SMSRX_ALLOW_ORANGE": "127.0.0.1",
-            "SMSRX_SPOOL_DIR": str(root / "spool"),
             "SMSRX_SHUTDOWN_TIMEOUT": "5s",
             "SMSRX_LOG_LEVEL": "WARNING",
-            **env,
         }
-        self.settings = Settings.from_env(self.env)
-        self.processes: dict[str, Child] = {}
-        self.published_before_restart = 0
+        super().__init__(root, variables={**defaults, **variables})
+        self.port = self.ports["SMSRX_RECEIVER_PORT"]
+        self.metrics_port = self.ports["SMSRX_RECEIVER_METRICS_PORT"]
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
+    async def start(self) -> list[Migration]:
         """Start everything and wait until the receiver is ready."""
-        self.postgres.start()
-        self.postgres.create_database("smsrx")
-        await migrate(self.database_url)
-        self.broker.start()
-        await create_topics(self.settings)
-        self.start_process("receiver")
-        self.start_process("status-projection")
-        self.start_process("analytics")
-        await self.wait_ready()
+        applied = await super().start()
+        for name in ("receiver", "status-projection", "analytics"):
+            self.start_process(name)
+        self.wait_ready("receiver", self.port)
+        return applied
 
     def start_process(self, name: str, *, instance: str | None = None) -> None:
-        """(Re)start the receiver or a worker as `python -m smsrx.cli ...`; ``instance``
-        names a second replica of the same process."""
-        argv = ["receiver"] if name == "receiver" else ["consumer", name]
-        instance = instance or name
-        child = Child(
-            [sys.executable, "-m", "smsrx.cli", *argv],
-            env=self.env,
-            log_path=self.root / f"{instance}.log",
-        )
-        child.start()
-        self.processes[instance] = child
+        """(Re)start the receiver or a worker; ``instance`` names a second replica."""
         if name == "receiver":
-            wait_for_port("127.0.0.1", self.port, 30, alive=child.alive)
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one process, as a crash would."""
-        self.processes[name].kill()
-
-    async def stop(self) -> None:
-        """Stop every process (SIGTERM first), then the broker and PostgreSQL."""
-        for child in self.processes.values():
-            if child.alive() and child.proc is not None:
-                child.proc.send_signal(signal.SIGTERM)
-        for child in self.processes.values():
-            child.stop(15)
-        self.broker.stop()
-        self.postgres.stop()
-
-    async def restart_broker(self) -> None:
-        """Start the broker again on the same port; its memory storage starts empty."""
-        self.broker = Broker(port=self.broker.port, log_path=self.root / "broker.log")
-        self.broker.start()
-        await create_topics(self.settings)
-
-    async def wait_ready(self, timeout: float = 60) -> None:
-        """Until /readyz answers 200."""
-        deadline = time.monotonic() + timeout
-        async with self.session() as session:
-            while time.monotonic() < deadline:
-                try:
-                    async with session.get(f"https://localhost:{self.port}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise TimeoutError("receiver never became ready")
+            self.spawn(instance or name, *self.receiver_args, port=self.port, timeout=30)
+        else:
+            self.spawn(instance or name, "consumer", name)
 
     def session(self) -> aiohttp.ClientSession:
         """An HTTPS client trusting the system's CA."""
@@ -267,9 +193,9 @@ class System:
 
     async def topic_records(self) -> int:
         """Records on the receipts topic now, read to the end (the broker keeps them in memory only)."""
-        topic = self.settings.topics.delivery_receipts
+        topic = self.settings().topics.delivery_receipts
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.bootstrap, group_id=None, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest"
         )
         await consumer.start()
         try:

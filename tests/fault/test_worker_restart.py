@@ -4,38 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import AsyncIterator
 
 import psutil
 import pytest
 
-from smsrx.cli.dev.process import Child, wait_for_port
-from tests.fault.harness import System
+from tests.fault.harness import FaultStack
 
 pytestmark = pytest.mark.timeout(600)
 
 
-class TwoWorkerSystem(System):
-    """The fault harness's system, with the receiver started as `smsrx receiver --workers 2`."""
+class TwoWorkerStack(FaultStack):
+    """The fault harness's stack, with the receiver started as `smsrx receiver --workers 2`."""
 
-    def start_process(self, name: str) -> None:
-        if name != "receiver":
-            super().start_process(name)
-            return
-        child = Child(
-            [sys.executable, "-m", "smsrx.cli", "receiver", "--workers", "2"],
-            env=self.env,
-            log_path=self.root / "receiver.log",
-        )
-        child.start()
-        self.processes[name] = child
-        wait_for_port("127.0.0.1", self.port, 30, alive=child.alive)
+    receiver_args = ("receiver", "--workers", "2")
 
     def worker(self, slot: int) -> psutil.Process | None:
         """The receiver process that holds slot ``slot``'s spool lock."""
-        pid = self.processes["receiver"].pid
+        pid = self.children["receiver"].pid
         assert pid is not None
         lock = str(self.root / "spool" / f"worker-{slot}" / "lock")
         for child in psutil.Process(pid).children():
@@ -46,17 +33,17 @@ class TwoWorkerSystem(System):
 
 
 @pytest.fixture
-async def two_workers(tmp_path) -> AsyncIterator[TwoWorkerSystem]:
+async def two_workers(tmp_path) -> AsyncIterator[TwoWorkerStack]:
     """A fresh system whose receiver runs two worker processes."""
-    system = TwoWorkerSystem(tmp_path / "system")
+    system = TwoWorkerStack(tmp_path / "system")
     try:
         await system.start()
         yield system
     finally:
-        await system.stop()
+        system.stop()
 
 
-async def test_receiver_worker_sigkill_under_two_workers(two_workers: TwoWorkerSystem) -> None:
+async def test_receiver_worker_sigkill_under_two_workers(two_workers: TwoWorkerStack) -> None:
     """One of two receiver workers SIGKILLed under load: it is restarted, every 200 is projected exactly once."""
     system = two_workers
     loading = asyncio.create_task(system.load(range(10000), rate=800, duplicates=0.05))

@@ -23,10 +23,15 @@ class DevCertificate:
     key: Path
     ca: Path
 
+    @classmethod
+    def in_folder(cls, folder: Path) -> DevCertificate:
+        """Where :func:`ensure_certificate` keeps them in ``folder`` (made or not yet)."""
+        return cls(folder / "cert.pem", folder / "key.pem", folder / "ca.pem")
+
 
 def ensure_certificate(folder: Path) -> DevCertificate:
     """Create the certificate for localhost, 127.0.0.1 and ::1 unless it exists."""
-    paths = DevCertificate(folder / "cert.pem", folder / "key.pem", folder / "ca.pem")
+    paths = DevCertificate.in_folder(folder)
     if all(path.is_file() for path in (paths.cert, paths.key, paths.ca)):
         return paths
     import trustme

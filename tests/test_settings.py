@@ -1,0 +1,186 @@
+"""Settings: one declaration per setting, and what is made from it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from smsrx.settings import (
+    DECLARED,
+    VARIABLES,
+    ConfigError,
+    Setting,
+    Settings,
+    parse_duration,
+    state_dir_of,
+    with_table,
+)
+from smsrx.topics import Topics
+
+README = Path(__file__).parent.parent / "README.md"
+
+# Values each kind refuses; a kind that accepts any text is listed in ANY_TEXT instead.
+BAD = {
+    "flag": ["maybe"],
+    "duration": ["soon", "5 minutes"],
+    "networks": ["10.0.0.0/8,proxy"],
+    "port": ["http", "-1", "65536"],
+    "whole number": ["many", "1.5", "-1"],
+    "log level": ["verbose"],
+}
+ANY_TEXT = {"text", "URL", "path", "topic prefix"}
+
+
+def _category(declared: Setting) -> str:
+    return declared.kind.name.split(" >=")[0]
+
+
+REFUSING = [d for d in DECLARED.values() if _category(d) in BAD]
+
+
+def test_every_field_is_declared_with_its_variable() -> None:
+    """Every Settings field carries a Setting; variables are unique and are what --help lists."""
+    for f in fields(Settings):
+        assert isinstance(f.metadata.get("smsrx.setting"), Setting), f.name
+    names = [declared.env for declared in DECLARED.values()]
+    assert len(set(names)) == len(names) == len(fields(Settings))
+    assert all(name.startswith("SMSRX_") for name in names)
+    assert list(VARIABLES) == names
+
+
+def test_every_kind_is_tested() -> None:
+    """Each kind either has bad values below or accepts any text."""
+    assert {_category(d) for d in DECLARED.values()} <= set(BAD) | ANY_TEXT
+
+
+def test_empty_environment_gives_the_defaults() -> None:
+    """from_env of no variables equals Settings(), and so do blank ones where blank means default."""
+    assert Settings.from_env({}) == Settings()
+    blank = {d.env: "  " for d in DECLARED.values() if d.kind.blank_is_default}
+    assert Settings.from_env(blank) == Settings()
+
+
+def test_blank_flag_is_off_and_blank_allowlist_admits_nobody() -> None:
+    """A flag or allowlist set to blank text is read, not defaulted."""
+    settings = Settings.from_env({"SMSRX_KAFKA_IDEMPOTENCE": "", "SMSRX_ALLOW_ORANGE": " "})
+    assert settings.kafka_idempotence is False
+    assert settings.allow_orange == ()
+
+
+@pytest.mark.parametrize("declared", REFUSING, ids=lambda d: d.env)
+def test_bad_value_names_the_variable(declared: Setting) -> None:
+    """Each variable's malformed values raise ConfigError naming that variable."""
+    for value in BAD[_category(declared)]:
+        with pytest.raises(ConfigError, match=f"^{declared.env}[=:]"):
+            Settings.from_env({declared.env: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SMSRX_FETCH_MAX_WAIT",
+            "soon",
+            "SMSRX_FETCH_MAX_WAIT='soon': expected a duration such as 30s, 10m or 72h",
+        ),
+        ("SMSRX_RECEIVER_PORT", "70000", "SMSRX_RECEIVER_PORT=70000: not a TCP port"),
+        (
+            "SMSRX_BATCH_MAX_RECORDS",
+            " many ",
+            "SMSRX_BATCH_MAX_RECORDS='many': expected a whole number",
+        ),
+        ("SMSRX_MAX_BODY_BYTES", "1023", "SMSRX_MAX_BODY_BYTES=1023: must be at least 1024"),
+        ("SMSRX_TOPIC_PARTITIONS", "0", "SMSRX_TOPIC_PARTITIONS=0: must be at least 1"),
+        ("SMSRX_DEDUP_CACHE_SIZE", "-1", "SMSRX_DEDUP_CACHE_SIZE=-1: must be at least 0"),
+        (
+            "SMSRX_INSECURE_HTTP",
+            "maybe",
+            "SMSRX_INSECURE_HTTP='maybe': expected 1/0, true/false, yes/no or on/off",
+        ),
+        (
+            "SMSRX_TRUSTED_PROXIES",
+            "10.0.0.0/8, proxy",
+            "SMSRX_TRUSTED_PROXIES: 'proxy' is not an IP address or CIDR",
+        ),
+        (
+            "SMSRX_LOG_LEVEL",
+            "verbose",
+            "SMSRX_LOG_LEVEL='VERBOSE': expected DEBUG, INFO, WARNING or ERROR",
+        ),
+        ("SMSRX_TLS_CERT", "cert.pem", "SMSRX_TLS_CERT and SMSRX_TLS_KEY must be set together"),
+        ("SMSRX_TLS_KEY", "key.pem", "SMSRX_TLS_CERT and SMSRX_TLS_KEY must be set together"),
+    ],
+)
+def test_error_messages(name: str, value: str, message: str) -> None:
+    """A bad value's message names the variable, the value and what was expected."""
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({name: value})
+    assert str(error.value) == message
+
+
+def test_special_rules() -> None:
+    """Prefix into Topics, log level upper-cased, API URL without its trailing slash, TLS as a pair."""
+    settings = Settings.from_env(
+        {
+            "SMSRX_TOPIC_PREFIX": " staging. ",
+            "SMSRX_LOG_LEVEL": "debug",
+            "SMSRX_ORANGE_API_URL": "https://orange.example/ ",
+            "SMSRX_TLS_CERT": "cert.pem",
+            "SMSRX_TLS_KEY": "key.pem",
+            "SMSRX_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
+            "SMSRX_EXPIRY_HORIZON": "3d",
+        }
+    )
+    assert settings.topics == Topics(prefix="staging.")
+    assert settings.log_level == "DEBUG"
+    assert settings.orange_api_url == "https://orange.example"
+    assert (settings.tls_cert, settings.tls_key) == (Path("cert.pem"), Path("key.pem"))
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
+    assert settings.expiry_horizon == 3 * 86400.0
+
+
+def test_spool_dir_follows_the_state_dir_unless_set() -> None:
+    """SMSRX_SPOOL_DIR defaults to <state dir>/spool; set, it wins."""
+    assert Settings.from_env({"SMSRX_STATE_DIR": "/srv/x"}).spool_dir == Path("/srv/x/spool")
+    both = Settings.from_env({"SMSRX_STATE_DIR": "/srv/x", "SMSRX_SPOOL_DIR": "/var/spool"})
+    assert (both.state_dir, both.spool_dir) == (Path("/srv/x"), Path("/var/spool"))
+    assert state_dir_of({}) == Path(".smsrx") == Settings().state_dir
+    assert state_dir_of({"SMSRX_STATE_DIR": " /srv/x "}) == Path("/srv/x")
+
+
+def test_help_shows_each_default_as_written() -> None:
+    """Durations as written, 256 MiB, and explanations kept around the default."""
+    assert VARIABLES["SMSRX_EXPIRY_HORIZON"].endswith("(72h)")
+    assert VARIABLES["SMSRX_FETCH_MAX_WAIT"].endswith("(100ms)")
+    assert VARIABLES["SMSRX_SPOOL_MAX_BYTES"].endswith("(256 MiB)")
+    assert VARIABLES["SMSRX_KAFKA_IDEMPOTENCE"].endswith("(1)")
+    assert VARIABLES["SMSRX_TOPIC_REPLICATION"].endswith("(1; 3 on a real cluster)")
+    assert VARIABLES["SMSRX_MAX_CONNECTIONS"].startswith(
+        "open connections per receiver process; past it, new ones are closed before TLS (4096: "
+    )
+    assert VARIABLES["SMSRX_TLS_CERT"] == "PEM certificate chain for HTTPS"
+    assert "secret" in VARIABLES["SMSRX_ORANGE_AUTH_HEADER"]
+    assert "Basic" not in repr(Settings(orange_auth_header="Basic c2VjcmV0"))
+
+
+def test_shown_durations_are_the_defaults() -> None:
+    """Every duration's default, as the help writes it, parses to the field's default."""
+    for name, declared in DECLARED.items():
+        if declared.kind.name == "duration":
+            assert declared.shown is not None
+            assert parse_duration(declared.env, declared.shown) == getattr(Settings(), name)
+
+
+def test_readme_table_is_generated() -> None:
+    """README.md's table of settings is the one smsrx/settings.py makes."""
+    readme = README.read_text(encoding="utf-8")
+    assert readme == with_table(readme), (
+        "README.md's settings table differs from smsrx/settings.py: run 'make settings-doc' "
+        "(.venv/bin/python -m smsrx.settings README.md)"
+    )
