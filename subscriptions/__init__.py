@@ -8,11 +8,12 @@ through its subscription API; this package registers, checks, repairs and remove
 - ``client``: the HTTP client (token cache, one 401 refresh, retries with backoff);
 - ``store``: the ``orange_subscriptions`` table;
 - ``operations``, ``reconcile``: subscribe/check/unsubscribe and the reconcile pass;
-- ``watch``: ``reconcile --watch``; ``metrics``: its Prometheus metrics;
-- ``config``: what must be set (``missing_credentials`` for ``smsrx dev``);
+- ``reconciler``: ``reconcile --watch``, the long-running reconciler; ``metrics``: its
+  Prometheus metrics;
+- ``orange_settings``: the Orange settings it needs, and what to say when one is missing;
 - ``report``, ``cli``: command output and the command tree.
 
-Submodules are imported where used, so that ``subscriptions.config`` stays cheap.
+Submodules are imported where used, so that ``subscriptions.orange_settings`` stays cheap.
 """
 
 __all__: list[str] = []

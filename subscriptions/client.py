@@ -22,8 +22,8 @@ from yarl import URL
 
 from smsrx.settings import Settings
 from subscriptions import metrics
-from subscriptions.config import require
 from subscriptions.errors import OrangeError, Timeout, Unauthorized, Unreachable
+from subscriptions.orange_settings import require
 from subscriptions.token import AccessToken, Secret, TokenCache
 from subscriptions.urls import sender_segment
 from subscriptions.wire import Registration, error_for, parse_registration, subscribe_body

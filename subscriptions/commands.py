@@ -18,9 +18,10 @@ from smsrx.errors import EXIT_FAILED
 from smsrx.settings import ConfigError, Settings
 from subscriptions import operations
 from subscriptions.client import open_client
-from subscriptions.config import desired_notify_url, wanted_notify_url
 from subscriptions.errors import SubscriptionError
+from subscriptions.orange_settings import desired_notify_url, wanted_notify_url
 from subscriptions.reconcile import reconcile
+from subscriptions.reconciler import database_problem, run_reconciler
 from subscriptions.report import (
     check_lines,
     list_lines,
@@ -29,7 +30,6 @@ from subscriptions.report import (
     unsubscribe_lines,
 )
 from subscriptions.store import open_store
-from subscriptions.watch import database_problem, run_reconciler
 
 __all__ = ["run_check", "run_list", "run_reconcile", "run_subscribe", "run_unsubscribe"]
 

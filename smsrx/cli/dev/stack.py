@@ -96,6 +96,7 @@ class Stack:
         self.variables = dict(variables or {})
         self.process_logs = process_logs
         self.children: dict[str, Child] = {}
+        self._settings: Settings | None = None
         """The processes started by :meth:`spawn`, by name."""
 
     # -- settings -------------------------------------------------------------------------
@@ -129,8 +130,13 @@ class Stack:
         return env
 
     def settings(self, **overrides: str) -> Settings:
-        """The settings a process started with :meth:`env` (``overrides``) reads."""
-        return Settings.from_env(self.env(**overrides))
+        """The settings a process started with :meth:`env` (``overrides``) reads; without
+        overrides, read once and kept."""
+        if overrides:
+            return Settings.from_env(self.env(**overrides))
+        if self._settings is None:
+            self._settings = Settings.from_env(self.env())
+        return self._settings
 
     @property
     def bootstrap(self) -> str:

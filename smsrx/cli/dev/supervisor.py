@@ -28,7 +28,7 @@ from smsrx.cli.dev.process import Child
 from smsrx.cli.dev.stack import Stack, serving_ports
 from smsrx.settings import ConfigError, Settings, state_dir_of
 
-__all__ = ["run_dev"]
+__all__ = ["dev_stack", "run_dev"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,11 @@ def _port_of(name: str, value: str) -> int:
     return parts.port
 
 
-def _stack(environ: Mapping[str, str], state_dir: Path) -> Stack:
-    """The launcher on the operator's settings: their broker and database ports (else the
-    dev ones), their serving ports (else the defaults), their variables over the stack's."""
+def dev_stack(environ: Mapping[str, str]) -> Stack:
+    """The launcher on the operator's variables: their state directory, their broker and
+    database ports (else the dev ones), their serving ports (else the defaults), their
+    variables over the stack's. ``stack.settings()`` is then what every process reads."""
+    state_dir = state_dir_of(environ).resolve()
 
     def chosen(name: str, default: str) -> str:
         return environ.get(name, "").strip() or default
@@ -130,7 +132,7 @@ def _services(stack: Stack, settings: Settings, with_subscriptions: bool) -> lis
         _Service(stack, "analytics", ("consumer", "analytics")),
         _Service(stack, "inbound", ("consumer", "inbound")),
     ]
-    from subscriptions.config import skip_reason
+    from subscriptions.orange_settings import skip_reason
 
     reason = skip_reason(settings)
     if not with_subscriptions:
@@ -178,12 +180,11 @@ def _print_addresses(addresses: Mapping[str, object], dev_json: Path) -> None:
     print("Ctrl-C stops everything.\n", flush=True)
 
 
-def run_dev(environ: Mapping[str, str], *, with_subscriptions: bool = True) -> int:
-    """Run the embedded stack until Ctrl-C or SIGTERM; return the exit code."""
-    state_dir = state_dir_of(environ).resolve()
+def run_dev(stack: Stack, settings: Settings, *, with_subscriptions: bool = True) -> int:
+    """Run ``stack`` (:func:`dev_stack`), whose processes read ``settings``, until Ctrl-C
+    or SIGTERM; return the exit code."""
+    state_dir = stack.root
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack = _stack(environ, state_dir)
-    settings = stack.settings()
     _check_free(settings)
 
     signal.signal(signal.SIGTERM, _on_signal)

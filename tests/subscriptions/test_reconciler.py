@@ -13,7 +13,7 @@ import pytest
 
 from smsrx.cli.dev.process import free_port
 from smsrx.settings import Settings
-from subscriptions.watch import run_reconciler
+from subscriptions.reconciler import run_reconciler
 from tests.subscriptions.conftest import AUTH_HEADER, FAST, NOTIFY_URL, SENDER
 from tests.subscriptions.fake_orange import FakeOrange
 
@@ -40,7 +40,7 @@ def watch_settings(orange_settings: Settings) -> Settings:
     return orange_settings.with_(subscriptions_metrics_port=free_port())
 
 
-async def test_watch_restores_and_serves_metrics(
+async def test_reconciler_restores_and_serves_metrics(
     watch_settings: Settings, fake: FakeOrange
 ) -> None:
     """The watcher registers, restores a deleted registration, serves /metrics and stops."""

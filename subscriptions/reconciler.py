@@ -1,4 +1,5 @@
-"""``reconcile --watch``: a reconcile pass every interval, ``/metrics`` served meanwhile.
+"""The reconciler (``reconcile --watch``): a reconcile pass every interval, ``/metrics``
+served meanwhile.
 
 Stops on SIGTERM or SIGINT (or when ``stop`` is set): no new pass starts, a pass
 in flight gets ``SMSRX_SHUTDOWN_TIMEOUT`` to finish and is then cancelled. A failed
@@ -19,8 +20,8 @@ from smsrx.db import DB_ERRORS
 from smsrx.metrics import start_metrics_server
 from smsrx.settings import Settings
 from subscriptions.client import RetryPolicy, open_client
-from subscriptions.config import desired_notify_url, require
 from subscriptions.errors import SubscriptionError
+from subscriptions.orange_settings import desired_notify_url, require
 from subscriptions.reconcile import ReconcileResult, reconcile
 from subscriptions.report import reconcile_lines
 from subscriptions.store import open_store
