@@ -19,7 +19,8 @@ from typing import NoReturn
 
 from smsrx import __version__
 from smsrx.cli.dev.state import RunningStack, dev_defaults
-from smsrx.cli.failures import EXIT_INTERRUPTED, EXIT_USAGE, explain
+from smsrx.cli.failures import explain
+from smsrx.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from smsrx.logs import setup_logging
 from smsrx.settings import VARIABLES, ConfigError, Settings
 

@@ -27,26 +27,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from smsrx.errors import (
-    EXIT_CANNOT_START,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_NO_IDEMPOTENCE,
     EXIT_UNREACHABLE,
-    EXIT_USAGE,
     SmsrxError,
 )
 from smsrx.settings import Settings
 
-__all__ = [
-    "EXIT_CANNOT_START",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_NO_IDEMPOTENCE",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "Failure",
-    "explain",
-]
+__all__ = ["Failure", "explain"]
 
 
 @dataclass(frozen=True, slots=True)
