@@ -1,8 +1,9 @@
 """Kafka topic names: part of the public, versioned contract.
 
 A breaking change to a record's schema gets a new topic (``.v2``); additive fields
-do not. Every record is keyed by the provider's message id, so all the events of one
-message stay in order on one partition.
+do not. Records about a message are keyed by the provider's message id, so all the
+events of one message stay in order on one partition; opt-outs are keyed by the phone
+number, so a number's changes stay in order and compaction keeps its latest.
 """
 
 from __future__ import annotations
