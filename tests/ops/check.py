@@ -28,7 +28,7 @@ import asyncpg
 
 from smsrx.cli.dev.postgres import Postgres
 from tests.ops import grafana
-from tests.ops.stack import ROOT, DevStack, FakeOrangeServer, Prometheus, get, wait_until
+from tests.ops.stack import JOBS, ROOT, DevStack, FakeOrangeServer, Prometheus, get, wait_until
 from tests.ops.traffic import Report, Traffic
 
 T = TypeVar("T")
@@ -157,7 +157,7 @@ def observe(workdir: Path, traffic_seconds: float = TRAFFIC_SECONDS) -> Observat
 
 def _all_up(prometheus: Prometheus) -> bool:
     targets = prometheus.api("targets")["activeTargets"]
-    return len(targets) == 4 and all(t["health"] == "up" for t in targets)
+    return len(targets) == len(JOBS) and all(t["health"] == "up" for t in targets)
 
 
 def _drive(obs: Observation, seconds: float) -> None:
@@ -194,6 +194,8 @@ def _wait_caught_up(obs: Observation) -> None:
             "outbox": 'sum(smsrx_status_outbox_pending_records{job="smsrx-status-projection"}) == 0',
             "expired": 'sum(smsrx_expiry_receipts_published_total{job="smsrx-status-projection"}) > 0',
             "analytics": "sum(smsrx_analytics_final_outcomes_total) > 0",
+            "opt-outs": 'sum(smsrx_optouts_total{job="smsrx-inbound", action="opt_out"}) > 0',
+            "suppressed": 'max(smsrx_suppressed_numbers{job="smsrx-inbound"}) > 0',
         }
         return all(prom.query(expr) for expr in checks.values())
 

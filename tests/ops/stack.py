@@ -1,7 +1,7 @@
 """The real things the operations check runs: `smsrx dev`, a fake Orange API and Prometheus.
 
 Nothing is mocked: `smsrx dev` runs the embedded PostgreSQL, the Tansu broker, the
-receiver, both workers and the subscription reconciler as separate processes, exactly
+receiver, the three workers and the subscription reconciler as separate processes, exactly
 as `make run` does; the reconciler talks HTTP to the fake Orange API of
 tests/subscriptions; Prometheus is the Debian package's binary, configured from
 ops/prometheus/prometheus.yml with only the scrape targets swapped for the dev ports.
@@ -43,6 +43,7 @@ JOBS = {
     "status-projection": "smsrx-status-projection",
     "analytics": "smsrx-analytics",
     "subscriptions": "smsrx-subscriptions",
+    "inbound": "smsrx-inbound",
 }
 """Process name in dev.json -> Prometheus job name in ops/prometheus/prometheus.yml."""
 
@@ -133,6 +134,7 @@ class DevStack:
             SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
             SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
             SMSRX_SUBSCRIPTIONS_METRICS_PORT=str(free_port()),
+            SMSRX_INBOUND_METRICS_PORT=str(free_port()),
             SMSRX_SHUTDOWN_TIMEOUT="3s",
             # A stalled broker turns into spooled events, then 503s, within a second.
             SMSRX_KAFKA_SEND_TIMEOUT="1s",
@@ -168,6 +170,12 @@ class DevStack:
             return json.loads(dev_json.read_text()) if dev_json.is_file() else None
 
         self.addresses = wait_until("dev.json", written, timeout)
+        missing = set(JOBS) - set(self.addresses["metrics_urls"])
+        assert not missing, (
+            f"smsrx dev runs no {', '.join(sorted(missing))} process (dev.json metrics_urls: "
+            f"{sorted(self.addresses['metrics_urls'])}); the check scrapes every job of "
+            "ops/prometheus/prometheus.yml"
+        )
         context = self.tls_context()
         wait_until(
             "the receiver to be ready",

@@ -18,8 +18,8 @@ import yaml
 
 from tests.ops import grafana
 from tests.ops.check import Observation, observe, render_ingestion
-from tests.ops.stack import OPS, PromQLError, finite_values, require_tool
-from tests.ops.traffic import ORANGE_DR, VAVASMS_MO
+from tests.ops.stack import JOBS, OPS, PromQLError, finite_values, require_tool
+from tests.ops.traffic import OPTOUT_CHECK, ORANGE_DR, VAVASMS_MO
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -59,27 +59,29 @@ def exported_names(obs: Observation) -> set[str]:
 
 
 def test_traffic_got_every_kind_of_answer(obs: Observation) -> None:
-    """Receipts and inbound SMS were accepted, and refusals, bad bodies and 503s (the stall) happened; no 500."""
+    """Receipts and inbound SMS were accepted, and refusals, bad bodies and 503s (the stall) happened; no 500; opt-out checks were answered."""
     answers = obs.report.answers
     assert answers[(ORANGE_DR, 200)] > 50 and answers[(VAVASMS_MO, 200)] > 20, answers
+    assert answers[(OPTOUT_CHECK, 200)] > 20 and answers[(OPTOUT_CHECK, 400)] > 0, answers
     assert {200, 400, 403, 413, 415, 503} <= obs.report.statuses(), answers
     assert [key for key in answers if key[1] >= 500 and key[1] != 503] == [], answers
     assert obs.report.submissions > 20
 
 
 def test_prometheus_scrapes_every_process(obs: Observation) -> None:
-    """Prometheus scrapes the receiver, both workers and the reconciler, with the compose job names."""
+    """Prometheus scrapes the receiver, the three workers and the reconciler, with the compose job names."""
     targets = obs.prometheus.api("targets")["activeTargets"]
     assert {t["labels"]["job"] for t in targets} == {
         "smsrx-receiver",
         "smsrx-status-projection",
         "smsrx-analytics",
         "smsrx-subscriptions",
+        "smsrx-inbound",
     }
     assert all(t["health"] == "up" for t in targets), targets
 
 
-@pytest.mark.parametrize("process", ["receiver", "status-projection", "analytics", "subscriptions"])
+@pytest.mark.parametrize("process", list(JOBS))
 def test_promtool_check_metrics_is_clean(obs: Observation, process: str) -> None:
     """`promtool check metrics` finds nothing to say about the process's /metrics output."""
     promtool = require_tool("promtool")

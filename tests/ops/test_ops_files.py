@@ -27,6 +27,7 @@ METRICS_PORT_VARIABLE = {
     "status-projection": "SMSRX_STATUS_PROJECTION_METRICS_PORT",
     "analytics": "SMSRX_ANALYTICS_METRICS_PORT",
     "subscriptions": "SMSRX_SUBSCRIPTIONS_METRICS_PORT",
+    "inbound": "SMSRX_INBOUND_METRICS_PORT",
 }
 
 
@@ -47,7 +48,7 @@ def one_shot(service: dict) -> bool:
 
 
 def role(name: str, service: dict) -> str:
-    """receiver, status-projection, analytics, subscriptions (or a one-shot's command)."""
+    """receiver, status-projection, analytics, inbound, subscriptions (or a one-shot's command)."""
     command = service["command"]
     if command[0] == "consumer":
         return command[1]
@@ -58,7 +59,7 @@ def role(name: str, service: dict) -> str:
 
 
 def test_compose_has_every_service_of_the_deployment(project: compose.Project) -> None:
-    """Kafka x3, PostgreSQL, migrations, topics, 2 receivers, both workers, the reconciler, Prometheus, Grafana."""
+    """Kafka x3, PostgreSQL, migrations, topics, 2 receivers, the three workers, the reconciler, Prometheus, Grafana."""
     assert set(project.services) == {
         "kafka-1",
         "kafka-2",
@@ -70,6 +71,7 @@ def test_compose_has_every_service_of_the_deployment(project: compose.Project) -
         "receiver-2",
         "status-projection",
         "analytics",
+        "inbound",
         "subscriptions",
         "prometheus",
         "grafana",
@@ -388,6 +390,12 @@ def test_required_panels_are_present() -> None:
             "without a final status",
             "expired",
             "inbound",
+            "suppressed numbers",
+            "opt-outs and opt-ins per minute, by keyword",
+            "opt-outs and opt-ins per minute, by provider",
+            "opt-outs and opt-ins per minute, by country",
+            "routed per second, by route",
+            "opt-out checks per second, by answer",
         ],
         "pipeline-health": [
             "consumer lag",

@@ -2,9 +2,11 @@
 
 Each round: a submission is published to sms.submissions.v1 (as sending services do),
 Orange posts receipts for the recipients of earlier submissions (delivered, failed,
-sent then delivered, sent only, none at all), VavaSMS posts inbound SMS, and some
-callbacks repeat (duplicates), come from an address outside the allowlists (refused),
-or are malformed. Recipients are spread over six countries. Once, the broker is
+sent then delivered, sent only, none at all), VavaSMS posts inbound SMS (opt-outs
+such as STOP and "Arrêt merci", opt-ins, ordinary replies), and some callbacks repeat
+(duplicates), come from an address outside the allowlists (refused), or are malformed;
+a sending service asks the inbound worker whether numbers are suppressed
+(``GET /v1/optouts/{e164}``). Recipients are spread over six countries. Once, the broker is
 stalled (SIGSTOP) for a few seconds: callbacks are spooled, then answered 503 when the
 small spool is full; the spool is replayed when the broker resumes.
 """
@@ -20,7 +22,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import psutil
@@ -31,6 +33,7 @@ from tests.helpers import orange_receipt
 
 ORANGE_DR = "/callbacks/orange/dr"
 VAVASMS_MO = "/callbacks/vavasms/inbound"
+OPTOUT_CHECK = "/v1/optouts"
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 REFUSED_SOURCE = "127.0.0.3"  # outside every dev allowlist (they admit 127.0.0.1 and ::1)
@@ -54,6 +57,15 @@ FATES: list[tuple[tuple[str, ...], int]] = [
     ((), 5),  # no receipt at all: expires too, or is still waiting at the end
     (("DeliveredToTerminal", "DeliveredToNetwork"), 5),  # a late 'sent': regression prevented
 ]
+# What people text back, with their weights (docs/inbound.md has the keyword rule).
+REPLIES: list[tuple[str, int]] = [
+    ("Oui", 5),  # opt-in keyword OUI: route opt-in
+    ("STOP", 2),  # opt-out
+    ("Arrêt merci", 1),  # opt-out ARRET: first word of a short text
+    ("START", 1),  # opt-in
+    ("Bonjour, à quelle heure est le rendez-vous ?", 3),  # route default
+]
+OPT_OUT_REPLIES = {"STOP", "Arrêt merci"}
 
 
 def phone(rng: random.Random, country: str) -> str:
@@ -81,7 +93,7 @@ class Pending:
 
 @dataclass
 class Report:
-    """What was sent, and how the receiver answered."""
+    """What was sent, and how the receiver (and the opt-out read API) answered."""
 
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     submissions: int = 0
@@ -101,6 +113,8 @@ class Traffic:
 
     def __init__(self, addresses: dict[str, Any], broker: psutil.Process, *, seed: int = 5) -> None:
         self.url = addresses["receiver_url"]
+        self.optouts_url = addresses["optouts_url"]
+        """The inbound worker's ``GET /v1/optouts/`` prefix, as dev.json gives it."""
         self.context = ssl.create_default_context(cafile=addresses["ca_file"])
         self.settings = Settings(
             kafka_bootstrap=addresses["kafka_bootstrap"],
@@ -113,7 +127,10 @@ class Traffic:
         self.pending: list[Pending] = []
         self.sent_receipts: list[bytes] = []
         self.sent_inbound: list[bytes] = []
+        self.opted_out: list[tuple[int, str]] = []
+        """(round, sender) of each opt-out texted."""
         self.fated = 0
+        self.replied = 0
 
     async def run(self, duration: float, stall_at: float = 0.4, stall_for: float = 4.0) -> Report:
         """Send traffic for ``duration`` seconds, stalling the broker once at ``stall_at``."""
@@ -177,7 +194,9 @@ class Traffic:
         """One second of traffic."""
         for _ in range(2):
             await self.submit(self.rng.randint(1, 3))
-        await asyncio.gather(*self.receipts(ok), *self.inbound(ok), *self.rejects(ok, bad, n))
+        await asyncio.gather(
+            *self.receipts(ok), *self.inbound(ok, n), *self.rejects(ok, bad, n), *self.checks(ok, n)
+        )
 
     def receipts(self, ok: aiohttp.ClientSession) -> list[Coroutine[Any, Any, int]]:
         """The next receipt of recipients submitted at least a round ago, and a carrier retry."""
@@ -194,17 +213,45 @@ class Traffic:
             jobs.append(self.post(ok, ORANGE_DR, self.rng.choice(self.sent_receipts), JSON))
         return jobs
 
-    def inbound(self, ok: aiohttp.ClientSession) -> list[Coroutine[Any, Any, int]]:
+    def inbound(self, ok: aiohttp.ClientSession, n: int) -> list[Coroutine[Any, Any, int]]:
         """One or two inbound SMS from random countries, sometimes one notified again."""
         jobs = []
+        texts, weights = zip(*REPLIES, strict=True)
         for _ in range(self.rng.randint(1, 2)):
             sender = phone(self.rng, self.rng.choice(list(COUNTRIES)))
-            body = vavasms_inbound(f"SM-{uuid.uuid4().hex[:12]}", sender, "Oui")
+            # Every reply once first, so each route and action happens in every run.
+            self.replied += 1
+            text = (
+                texts[self.replied - 1]
+                if self.replied <= len(texts)
+                else self.rng.choices(texts, weights)[0]
+            )
+            if text in OPT_OUT_REPLIES:
+                self.opted_out.append((n, sender))
+            body = vavasms_inbound(f"SM-{uuid.uuid4().hex[:12]}", sender, text)
             self.sent_inbound.append(body)
             jobs.append(self.post(ok, VAVASMS_MO, body, FORM))
         if self.rng.random() < 0.3:
             jobs.append(self.post(ok, VAVASMS_MO, self.rng.choice(self.sent_inbound), FORM))
         return jobs
+
+    def checks(self, ok: aiohttp.ClientSession, n: int) -> list[Coroutine[Any, Any, int]]:
+        """A sending service's checks: a number that opted out a few rounds ago
+        (suppressed), a number never seen (allowed), and now and then not a number (400)."""
+        numbers = [phone(self.rng, self.rng.choice(list(COUNTRIES)))]
+        earlier = [sender for sent, sender in self.opted_out if sent <= n - 3]
+        if earlier:
+            numbers.append(self.rng.choice(earlier))
+        if n % 4 == 0:
+            numbers.append("not-a-number")
+        return [self.check(ok, number) for number in numbers]
+
+    async def check(self, session: aiohttp.ClientSession, number: str) -> int:
+        """GET /v1/optouts/{number} on the inbound worker; record and return the status."""
+        async with session.get(self.optouts_url + quote(number)) as response:
+            await response.read()
+        self.report.count(OPTOUT_CHECK, response.status)
+        return response.status
 
     def rejects(
         self, ok: aiohttp.ClientSession, bad: aiohttp.ClientSession, n: int
