@@ -198,8 +198,10 @@ def _add_submissions(sub: Any) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``consumer``, ``status`` and ``submissions`` on the ``smsrx`` parser."""
+    """Register ``consumer``, ``status``, ``submissions`` and ``optouts`` on the ``smsrx`` parser."""
+    from consumers.optouts_cli import add_command as add_optouts
 
     _add_consumer(sub)
     _add_status(sub)
     _add_submissions(sub)
+    add_optouts(sub)
