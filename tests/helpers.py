@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,7 @@ from receiver.adapters import orange
 from smsrx.settings import Settings
 
 __all__ = [
+    "dev_command_env",
     "event_id_of",
     "orange_receipt",
     "process_env",
@@ -31,6 +33,25 @@ def process_env(**variables: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
     env.update({f"SMSRX_{name}": value for name, value in variables.items()})
     return env
+
+
+def dev_command_env(state: Path, **variables: str) -> dict[str, str]:
+    """The environment of ``smsrx dev`` in ``state``: a free port for its broker, its
+    database and every port its processes serve, plus ``variables`` (as in
+    :func:`process_env`), so that several can run at once."""
+    from smsrx.cli.dev.process import free_port
+    from smsrx.cli.dev.stack import serving_ports
+
+    ports = {name.removeprefix("SMSRX_"): str(free_port()) for name in serving_ports(Settings())}
+    return process_env(
+        **{
+            "STATE_DIR": str(state),
+            "KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/smsrx",
+            **ports,
+            **variables,
+        }
+    )
 
 
 def settings_env(settings: Settings, **variables: str) -> dict[str, str]:

@@ -17,26 +17,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from smsrx.cli.dev.process import free_port
+from tests.helpers import dev_command_env
 
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "tests" / "samples" / "orange_dr.json"
 
 
 def _env(state: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
-    env.update(
-        SMSRX_STATE_DIR=str(state),
-        SMSRX_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
-        SMSRX_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/smsrx",
-        SMSRX_RECEIVER_PORT=str(free_port()),
-        SMSRX_RECEIVER_METRICS_PORT=str(free_port()),
-        SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
-        SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
-        SMSRX_INBOUND_METRICS_PORT=str(free_port()),
-        SMSRX_SUBSCRIPTIONS_METRICS_PORT=str(free_port()),
-        SMSRX_SHUTDOWN_TIMEOUT="3s",
-    )
-    return env
+    return dev_command_env(state, SHUTDOWN_TIMEOUT="3s")
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> dict[str, object]:

@@ -28,7 +28,7 @@ import asyncpg
 
 from smsrx.cli.dev.postgres import Postgres
 from tests.ops import grafana
-from tests.ops.stack import JOBS, ROOT, DevStack, FakeOrangeServer, Prometheus, get, wait_until
+from tests.ops.stack import JOBS, ROOT, DevCommand, FakeOrangeServer, Prometheus, get, wait_until
 from tests.ops.traffic import Report, Traffic
 
 T = TypeVar("T")
@@ -67,7 +67,7 @@ class Observation:
     """Everything the tests look at after the run."""
 
     workdir: Path
-    stack: DevStack
+    stack: DevCommand
     orange: FakeOrangeServer
     prometheus: Any = None
     """The :class:`Prometheus` scraping the stack, once started."""
@@ -133,7 +133,7 @@ def expr_for(expr: str, start: float, end: float, range_: str | None = None) -> 
 def observe(workdir: Path, traffic_seconds: float = TRAFFIC_SECONDS) -> Observation:
     """Run everything; the caller must call ``stop()`` on the result, even on failure."""
     orange = FakeOrangeServer()
-    stack = DevStack(workdir, orange.start())
+    stack = DevCommand(workdir, orange.start())
     obs = Observation(workdir, stack, orange)
     try:
         addresses = stack.start()

@@ -29,6 +29,7 @@ import psutil
 import yaml
 
 from smsrx.cli.dev.process import free_port
+from tests.helpers import dev_command_env
 from tests.subscriptions.fake_orange import FakeOrange
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,36 +119,27 @@ class FakeOrangeServer:
         self.loop.close()
 
 
-class DevStack:
+class DevCommand:
     """`smsrx dev` as a subprocess on free ports, with settings that make things happen fast."""
 
     def __init__(self, workdir: Path, orange_url: str) -> None:
         self.state = workdir / "state"
         self.log_path = workdir / "smsrx-dev.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
-        self.env.update(
-            SMSRX_STATE_DIR=str(self.state),
-            SMSRX_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
-            SMSRX_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/smsrx",
-            SMSRX_RECEIVER_PORT=str(free_port()),
-            SMSRX_RECEIVER_METRICS_PORT=str(free_port()),
-            SMSRX_STATUS_PROJECTION_METRICS_PORT=str(free_port()),
-            SMSRX_ANALYTICS_METRICS_PORT=str(free_port()),
-            SMSRX_SUBSCRIPTIONS_METRICS_PORT=str(free_port()),
-            SMSRX_INBOUND_METRICS_PORT=str(free_port()),
-            SMSRX_SHUTDOWN_TIMEOUT="3s",
+        self.env = dev_command_env(
+            self.state,
+            SHUTDOWN_TIMEOUT="3s",
             # A stalled broker turns into spooled events, then 503s, within a second.
-            SMSRX_KAFKA_SEND_TIMEOUT="1s",
-            SMSRX_SPOOL_MAX_BYTES="6000",
+            KAFKA_SEND_TIMEOUT="1s",
+            SPOOL_MAX_BYTES="6000",
             # Recipients without a final status expire during the run.
-            SMSRX_EXPIRY_HORIZON="20s",
-            SMSRX_EXPIRY_SWEEP_INTERVAL="3s",
-            SMSRX_ORANGE_API_URL=orange_url,
-            SMSRX_ORANGE_AUTH_HEADER=ORANGE_AUTH,
-            SMSRX_ORANGE_SENDER=ORANGE_SENDER,
-            SMSRX_ORANGE_NOTIFY_URL=ORANGE_NOTIFY_URL,
-            SMSRX_ORANGE_RECONCILE_INTERVAL="3s",
-            SMSRX_ORANGE_TIMEOUT="2s",
+            EXPIRY_HORIZON="20s",
+            EXPIRY_SWEEP_INTERVAL="3s",
+            ORANGE_API_URL=orange_url,
+            ORANGE_AUTH_HEADER=ORANGE_AUTH,
+            ORANGE_SENDER=ORANGE_SENDER,
+            ORANGE_NOTIFY_URL=ORANGE_NOTIFY_URL,
+            ORANGE_RECONCILE_INTERVAL="3s",
+            ORANGE_TIMEOUT="2s",
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.addresses: dict[str, Any] = {}
