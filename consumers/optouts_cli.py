@@ -9,74 +9,24 @@ Changes are events, never writes: the inbound worker (``smsrx consumer inbound``
 applies them to the suppression list like a keyword's, latest ``occurred_at`` first, so a
 change never races a person's own STOP or START. Reads go to PostgreSQL.
 
-The parser is built at every ``smsrx`` start, so the client libraries are imported only
-inside the tasks that use them.
+The parser is built at every ``smsrx`` start, so each handler imports
+:mod:`consumers.optouts_commands` (and through it the client libraries) only when its
+task runs, as ``smsrx subscriptions`` does.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import csv
-import sys
 import textwrap
-import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
-from smsrx.clock import format_rfc3339, parse_rfc3339, utcnow
-from smsrx.errors import EXIT_UNREACHABLE, EXIT_USAGE, SmsrxError
-from smsrx.events import OptOut, OptOutAction
+from consumers.optouts_csv import CHUNK, EPOCH, PROGRESS_EVERY
+from smsrx.clock import parse_rfc3339, utcnow
+from smsrx.events import OptOutAction
 from smsrx.settings import ConfigError, Settings, parse_duration
 
-if TYPE_CHECKING:
-    import asyncpg
-    from aiokafka import AIOKafkaProducer
-
-__all__ = [
-    "CSV_COLUMNS",
-    "EPOCH",
-    "OptOutsInputError",
-    "ImportInterrupted",
-    "Skipped",
-    "add_command",
-    "read_events",
-]
-
-EXIT_SUPPRESSED = 3
-"""``smsrx optouts check``: the number is suppressed."""
-CSV_COLUMNS = ("phone", "action", "occurred_at", "keyword", "source", "reason", "event_id")
-"""The header of ``export``; ``import`` needs only ``phone`` and ignores unknown columns."""
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""``occurred_at`` of an imported row that gives none: older than any real change."""
-CHUNK = 5000
-"""Rows published at once by ``import``."""
-PROGRESS_EVERY = 10_000
-"""``import`` reports its progress on stderr every this many rows."""
-
-
-class OptOutsInputError(SmsrxError):
-    """A number, a file or an option given to ``smsrx optouts`` is unusable."""
-
-    exit_code = EXIT_USAGE
-
-
-class ImportInterrupted(SmsrxError):
-    """The broker stopped answering part way through an import."""
-
-    exit_code = EXIT_UNREACHABLE
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A row of an imported file that is not published."""
-
-    line: int
-    """Its line number in the file (the header is line 1)."""
-    why: str
+__all__ = ["add_command"]
 
 
 # --- help ---------------------------------------------------------------------------
@@ -185,7 +135,7 @@ def add_command(sub: Any) -> None:
     )
     check.add_argument("phone", metavar="+E164", help="the number, international form")
     check.add_argument("--json", action="store_true", help="print the read API's JSON body")
-    check.set_defaults(handler=_run_check, one_shot=True)
+    check.set_defaults(handler=_check, one_shot=True)
 
     changes = (
         ("add", OptOutAction.OPT_OUT, "suppress a number (a manual opt-out)", "asked by phone"),
@@ -207,7 +157,7 @@ def add_command(sub: Any) -> None:
             metavar="TEXT",
             help="why; kept with the event (required)",
         )
-        change.set_defaults(handler=_run_change, action=action, one_shot=True)
+        change.set_defaults(handler=_change, action=action, one_shot=True)
 
     listing = task(
         "list",
@@ -225,7 +175,7 @@ def add_command(sub: Any) -> None:
     listing.add_argument("--all", action="store_true", help="opted-in numbers too")
     listing.add_argument("--limit", type=_positive, metavar="N", help="at most N numbers")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
-    listing.set_defaults(handler=_run_list, one_shot=True)
+    listing.set_defaults(handler=_list, one_shot=True)
 
     export = task(
         "export",
@@ -235,7 +185,7 @@ def add_command(sub: Any) -> None:
         _EXPORT_EPILOG,
     )
     export.add_argument("--all", action="store_true", help="opted-in numbers too")
-    export.set_defaults(handler=_run_export, one_shot=True)
+    export.set_defaults(handler=_export, one_shot=True)
 
     importing = task(
         "import",
@@ -259,7 +209,7 @@ def add_command(sub: Any) -> None:
         help="occurred_at of the rows that give none (default 1970-01-01T00:00:00Z: never "
         "overrides a later change)",
     )
-    importing.set_defaults(handler=_run_import, one_shot=True)
+    importing.set_defaults(handler=_import, one_shot=True)
 
 
 def _text(value: str) -> str:
@@ -297,355 +247,34 @@ def _since(value: str) -> datetime:
         ) from None
 
 
-def _e164(text: str) -> str:
-    from smsrx.phones import InvalidPhoneNumber, to_e164
-
-    try:
-        return to_e164(text)
-    except InvalidPhoneNumber as exc:
-        raise OptOutsInputError(f"{text!r} is not a phone number: {exc}") from None
+# --- the handlers, imported when their task runs ------------------------------------
 
 
-# --- check --------------------------------------------------------------------------
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.optouts_commands import run_check
 
-_STATE = """
-SELECT phone, suppressed, occurred_at, keyword, source, reason FROM suppressions WHERE phone = $1
-"""
-
-
-def _run_check(settings: Settings, args: argparse.Namespace) -> int:
-    phone = _e164(args.phone)
-    row = asyncio.run(_fetch(settings, _STATE, phone))
-    state = row[0] if row else None
-    if args.json:
-        import orjson
-
-        from consumers.optouts_api import answer
-        from consumers.optouts_sql import Suppression
-
-        found = None
-        if state is not None:
-            found = Suppression(
-                phone, state["suppressed"], state["occurred_at"], state["keyword"], state["source"]
-            )
-        sys.stdout.write(orjson.dumps(answer(phone, found)).decode() + "\n")
-    else:
-        sys.stdout.write(f"{phone}: {_state_text(state)}\n")
-    return EXIT_SUPPRESSED if state is not None and state["suppressed"] else 0
+    return run_check(settings, args)
 
 
-def _state_text(state: Any) -> str:
-    if state is None:
-        return "may be messaged (never opted out)"
-    since = format_rfc3339(state["occurred_at"])
-    why = f"keyword {state['keyword']}" if state["keyword"] else f"{state['source']}"
-    if state["reason"]:
-        why += f": {state['reason']}"
-    if state["suppressed"]:
-        return f"suppressed since {since} ({why})"
-    return f"may be messaged (opted back in {since}, {why})"
+def _change(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.optouts_commands import run_change
+
+    return run_change(settings, args)
 
 
-# --- add, remove --------------------------------------------------------------------
+def _list(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.optouts_commands import run_list
+
+    return run_list(settings, args)
 
 
-def _run_change(settings: Settings, args: argparse.Namespace) -> int:
-    phone = _e164(args.phone)
-    now = utcnow()
-    event = OptOut.manual(
-        phone=phone, action=args.action, occurred_at=now, received_at=now, reason=args.reason
-    )
-    topic, partition, offset = asyncio.run(_publish_one(settings, event))
-    sys.stdout.write(
-        f"published {event.action.value} {event.event_id} for {phone} -> "
-        f"{topic}[{partition}]@{offset}\n"
-        "the inbound worker (smsrx consumer inbound) applies it to the suppression list\n"
-    )
-    return 0
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.optouts_commands import run_export
+
+    return run_export(settings, args)
 
 
-async def _publish_one(settings: Settings, event: OptOut) -> tuple[str, int, int]:
-    from smsrx.codec import encode
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.optouts_commands import run_import
 
-    topic = settings.topics.opt_outs
-    async with _producer(settings) as producer:
-        meta = await producer.send_and_wait(topic, encode(event), key=event.key)
-    return topic, int(meta.partition), int(meta.offset)
-
-
-@contextlib.asynccontextmanager
-async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    """A started producer (``acks=all``), stopped on the way out."""
-    from smsrx.kafka import make_producer, start_producer, stop_bounded
-
-    producer = make_producer(settings)
-    await start_producer(producer, settings)
-    try:
-        yield producer
-    finally:
-        await stop_bounded(producer, settings.kafka_send_timeout)
-
-
-# --- list, export -------------------------------------------------------------------
-
-_ROWS = """
-SELECT phone, suppressed, occurred_at, keyword, source, reason, event_id::text AS event_id
-  FROM suppressions
-"""
-
-
-def _run_list(settings: Settings, args: argparse.Namespace) -> int:
-    where = [] if args.all else ["suppressed"]
-    params: list[Any] = []
-    if args.since is not None:
-        params.append(args.since)
-        where.append(f"occurred_at >= ${len(params)}")
-    query = _ROWS + (f" WHERE {' AND '.join(where)}" if where else "")
-    query += " ORDER BY occurred_at DESC, phone"
-    if args.limit is not None:
-        params.append(args.limit)
-        query += f" LIMIT ${len(params)}"
-    rows = asyncio.run(_fetch(settings, query, *params))
-    if args.json:
-        import orjson
-
-        docs = [
-            {
-                "phone": r["phone"],
-                "suppressed": r["suppressed"],
-                "since": format_rfc3339(r["occurred_at"]),
-                "keyword": r["keyword"],
-                "source": r["source"],
-                "reason": r["reason"],
-                "event_id": r["event_id"],
-            }
-            for r in rows
-        ]
-        sys.stdout.write(orjson.dumps(docs, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    sys.stdout.write("".join(line + "\n" for line in _table(rows)))
-    what = "number(s)" if args.all else "suppressed number(s)"
-    since = f" changed since {format_rfc3339(args.since)}" if args.since else ""
-    sys.stderr.write(f"{len(rows):,} {what}{since}\n")
-    return 0
-
-
-def _table(rows: list[Any]) -> Iterator[str]:
-    if not rows:
-        return
-    yield f"{'phone':<17}{'state':<12}{'since (UTC)':<25}{'keyword':<12}{'source':<9}reason"
-    for r in rows:
-        state = "suppressed" if r["suppressed"] else "opted in"
-        since = format_rfc3339(r["occurred_at"])[:-4].replace("T", " ")
-        yield (
-            f"{r['phone']:<17}{state:<12}{since:<25}{r['keyword'] or '-':<12}"
-            f"{r['source']:<9}{r['reason'] or '-'}"
-        )
-
-
-async def _fetch(settings: Settings, query: str, *params: Any) -> list[Any]:
-    async with _database(settings) as conn:
-        rows: list[Any] = await conn.fetch(query, *params)
-        return rows
-
-
-@contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """One connection; a database without the suppression tables says to migrate it."""
-    import asyncpg
-
-    from smsrx.db import connect
-
-    conn = await connect(settings.database_url)
-    try:
-        yield conn
-    except asyncpg.UndefinedTableError as exc:
-        raise SmsrxError(f"{exc}: the database is not migrated; run 'smsrx db migrate'") from exc
-    finally:
-        await conn.close()
-
-
-def _run_export(settings: Settings, args: argparse.Namespace) -> int:
-    query = _ROWS + ("" if args.all else " WHERE suppressed") + " ORDER BY phone"
-    count = asyncio.run(_export(settings, query, sys.stdout))
-    sys.stderr.write(f"{count:,} number(s) exported\n")
-    return 0
-
-
-async def _export(settings: Settings, query: str, out: IO[str]) -> int:
-    """Stream the rows of ``query`` as CSV to ``out``; return how many."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    count = 0
-    async with _database(settings) as conn, conn.transaction():
-        async for r in conn.cursor(query, prefetch=10_000):
-            action = OptOutAction.OPT_OUT if r["suppressed"] else OptOutAction.OPT_IN
-            writer.writerow(
-                (
-                    r["phone"],
-                    action.value,
-                    format_rfc3339(r["occurred_at"]),
-                    r["keyword"] or "",
-                    r["source"],
-                    r["reason"] or "",
-                    r["event_id"],
-                )
-            )
-            count += 1
-    return count
-
-
-# --- import -------------------------------------------------------------------------
-
-
-def read_events(
-    lines: Iterable[str],
-    *,
-    received_at: datetime,
-    occurred_at: datetime = EPOCH,
-    reason: str | None = None,
-) -> Iterator[OptOut | Skipped]:
-    """The api events of a CSV file's rows, or why a row is skipped; pure.
-
-    ``occurred_at`` and ``reason`` are the defaults of rows without them. The same row
-    always gives the same ``event_id``: its own, else that of (phone, action, occurred_at,
-    reason), as :meth:`OptOut.manual` derives it.
-    """
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    # A byte order mark survives on stdin (files are opened as utf-8-sig).
-    columns = {name.strip().lstrip("\ufeff").lower(): i for i, name in enumerate(header or ())}
-    if "phone" not in columns:
-        raise OptOutsInputError(
-            "the first line must be a CSV header naming at least the 'phone' column"
-        )
-
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        cells = {name: row[i].strip() for name, i in columns.items() if i < len(row)}
-        try:
-            yield _event(cells, received_at, occurred_at, reason)
-        except ValueError as exc:
-            yield Skipped(reader.line_num, str(exc))
-
-
-def _event(
-    cells: dict[str, str], received_at: datetime, occurred_at: datetime, reason: str | None
-) -> OptOut:
-    """The event of one row (``cells`` by column name); ValueError says what is wrong."""
-    from smsrx.phones import InvalidPhoneNumber, to_e164
-
-    def cell(name: str) -> str:
-        return cells.get(name, "")
-
-    text = cell("phone")
-    try:
-        phone = to_e164(text)
-    except InvalidPhoneNumber as exc:
-        raise ValueError(f"phone {text!r}: {exc}") from None
-    text = cell("action")
-    try:
-        action = OptOutAction(text.lower() or OptOutAction.OPT_OUT)
-    except ValueError:
-        raise ValueError(f"action {text!r}: expected opt_out or opt_in") from None
-    text = cell("occurred_at")
-    try:
-        moment = parse_rfc3339(text) if text else occurred_at
-    except ValueError:
-        raise ValueError(
-            f"occurred_at {text!r}: expected RFC 3339, e.g. 2026-03-02T09:00:00Z"
-        ) from None
-    event = OptOut.manual(
-        phone=phone,
-        action=action,
-        occurred_at=moment,
-        received_at=received_at,
-        reason=cell("reason") or reason,
-    )
-    text = cell("event_id")
-    if text:
-        try:
-            event = replace(event, event_id=str(uuid.UUID(text)))
-        except ValueError:
-            raise ValueError(f"event_id {text!r}: expected a UUID") from None
-    return event
-
-
-@dataclass(slots=True)
-class _Progress:
-    rows: int = 0
-    published: int = 0
-    skipped: int = 0
-
-    def line(self) -> str:
-        return f"{self.rows:,} rows read, {self.published:,} published, {self.skipped:,} skipped"
-
-
-def _run_import(settings: Settings, args: argparse.Namespace) -> int:
-    if args.file == "-":
-        progress = asyncio.run(_import(settings, sys.stdin, args))
-    else:
-        try:
-            source = open(args.file, newline="", encoding="utf-8-sig")
-        except OSError as exc:
-            raise OptOutsInputError(f"cannot read {args.file!r}: {exc.strerror or exc}") from None
-        with source:
-            progress = asyncio.run(_import(settings, source, args))
-    sys.stdout.write(
-        f"published {progress.published:,}, skipped {progress.skipped:,} "
-        f"({progress.rows:,} rows) to {settings.topics.opt_outs}; "
-        "the inbound worker (smsrx consumer inbound) applies them\n"
-    )
-    return 0 if progress.skipped == 0 else 1
-
-
-async def _import(settings: Settings, lines: Iterable[str], args: argparse.Namespace) -> _Progress:
-    from smsrx.codec import encode
-
-    progress = _Progress()
-    topic = settings.topics.opt_outs
-    name = "stdin" if args.file == "-" else args.file
-    events = read_events(
-        lines, received_at=utcnow(), occurred_at=args.occurred_at, reason=args.reason
-    )
-    async with _producer(settings) as producer:
-        chunk: list[tuple[str, bytes, bytes]] = []
-        for item in events:
-            progress.rows += 1
-            if isinstance(item, Skipped):
-                progress.skipped += 1
-                sys.stderr.write(f"{name}, line {item.line}: {item.why} (skipped)\n")
-            else:
-                chunk.append((topic, item.key, encode(item)))
-            if len(chunk) >= CHUNK:
-                await _publish_chunk(settings, producer, chunk, progress)
-                chunk = []
-            if progress.rows % PROGRESS_EVERY == 0:
-                sys.stderr.write(f"smsrx optouts import: {progress.line()}\n")
-        await _publish_chunk(settings, producer, chunk, progress)
-    return progress
-
-
-async def _publish_chunk(
-    settings: Settings,
-    producer: AIOKafkaProducer,
-    chunk: list[tuple[str, bytes, bytes]],
-    progress: _Progress,
-) -> None:
-    from aiokafka.errors import KafkaError
-
-    from smsrx.produce import produce_all
-
-    if not chunk:
-        return
-    try:
-        async with asyncio.timeout(max(10.0, settings.kafka_send_timeout * 2)):
-            await produce_all(producer, chunk)
-    except (KafkaError, TimeoutError) as exc:
-        raise ImportInterrupted(
-            f"the broker at {settings.kafka_bootstrap} failed after {progress.published:,} "
-            f"events were published ({type(exc).__name__}: {exc}); the import is idempotent: "
-            "run it again"
-        ) from exc
-    progress.published += len(chunk)
+    return run_import(settings, args)

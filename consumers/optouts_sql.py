@@ -1,4 +1,4 @@
-"""The suppression list's statements: apply opt-out events, read a number's state.
+"""The suppression list's statements: apply opt-out events, read the numbers' states.
 
 The current state of a number is its latest event by ``(occurred_at, event_id)``, so
 the order in which events arrive never matters: a replay, a duplicate or an old
@@ -7,7 +7,7 @@ import applied after a newer change leaves the state as it was.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,8 +21,11 @@ __all__ = [
     "Suppression",
     "apply_opt_outs",
     "count_suppressed",
+    "export_rows",
+    "list_states",
     "lookup",
     "mark_routed",
+    "state",
 ]
 
 # One statement: record the events not seen before, then move each number's current
@@ -69,6 +72,16 @@ RETURNING event_id::text
 _LOOKUP = """
 SELECT phone, suppressed, keyword, source, occurred_at FROM suppressions
  WHERE phone = ANY($1::text[])
+"""
+
+_STATE = """
+SELECT phone, suppressed, occurred_at, keyword, source, reason FROM suppressions WHERE phone = $1
+"""
+
+# A number's state as ``smsrx optouts list`` and ``export`` show it.
+_ROWS = """
+SELECT phone, suppressed, occurred_at, keyword, source, reason, event_id::text AS event_id
+  FROM suppressions
 """
 
 
@@ -147,3 +160,47 @@ async def lookup(
 async def count_suppressed(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     """How many numbers are suppressed now."""
     return int(await conn.fetchval("SELECT count(*) FROM suppressions WHERE suppressed"))
+
+
+async def state(conn: asyncpg.Connection, phone: str) -> asyncpg.Record | None:
+    """``phone``'s current state with its reason, or None if it never had one."""
+    rows = await conn.fetch(_STATE, phone)
+    return rows[0] if rows else None
+
+
+async def list_states(
+    conn: asyncpg.Connection,
+    *,
+    since: datetime | None,
+    all_numbers: bool,
+    limit: int | None,
+) -> list[asyncpg.Record]:
+    """The suppressed numbers (``all_numbers``: every number) newest change first.
+
+    ``since``: only the numbers whose latest change happened then or later; ``limit``:
+    at most this many.
+    """
+    where = [] if all_numbers else ["suppressed"]
+    params: list[object] = []
+    if since is not None:
+        params.append(since)
+        where.append(f"occurred_at >= ${len(params)}")
+    query = _ROWS + (f" WHERE {' AND '.join(where)}" if where else "")
+    query += " ORDER BY occurred_at DESC, phone"
+    if limit is not None:
+        params.append(limit)
+        query += f" LIMIT ${len(params)}"
+    rows: list[asyncpg.Record] = await conn.fetch(query, *params)
+    return rows
+
+
+async def export_rows(
+    conn: asyncpg.Connection, *, all_numbers: bool
+) -> AsyncIterator[asyncpg.Record]:
+    """The suppressed numbers (``all_numbers``: every number) ordered by number, streamed.
+
+    A server-side cursor: iterate it inside a transaction of ``conn``.
+    """
+    query = _ROWS + ("" if all_numbers else " WHERE suppressed") + " ORDER BY phone"
+    async for row in conn.cursor(query, prefetch=10_000):
+        yield row

@@ -13,8 +13,9 @@ Services add their own flags: ``status`` (HTTP) on the receiver's errors, ``outc
      ├── DecodeError (ValueError)                smsrx.codec: not a valid record of its topic
      ├── InvalidPhoneNumber (ValueError)         smsrx.phones: not a phone number
      ├── SubmissionError (ValueError)    exit 2  consumers.submit: a bad submission
-     ├── OptOutsInputError               exit 2  consumers.optouts_cli: a bad number or file
-     ├── ImportInterrupted               exit 4  consumers.optouts_cli: the broker failed mid-import
+     ├── OptOutsInputError               exit 2  consumers.optouts_csv: a bad number or file
+     ├── ImportInterrupted               exit 4  consumers.optouts_commands: the broker
+     │                                           failed mid-import
      ├── SpoolLocked (RuntimeError)      exit 3  receiver.spool: another process owns it
      ├── ReceiverError                           receiver.errors: answered with its status
      │    ├── BadRequest                 400

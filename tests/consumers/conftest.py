@@ -4,16 +4,21 @@ workers in-process, and the precedence oracle the projection must agree with."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
+import orjson
 import pytest
+from aiohttp import web
 
 from consumers.analytics import Analytics
+from consumers.inbound import Inbound
 from consumers.status_projection import StatusProjection
 from consumers.worker import Worker
 from smsrx.codec import encode
@@ -230,6 +235,13 @@ class Runner:
         options.setdefault("consumer_options", FAST_GROUP)
         return Analytics(settings or self.settings, handle_signals=False, **options)
 
+    def inbound(self, settings: Settings | None = None, **options: Any) -> Inbound:
+        """An inbound worker, started."""
+        options.setdefault("consumer_options", FAST_GROUP)
+        worker = Inbound(settings or self.settings, handle_signals=False, **options)
+        self.start(worker)
+        return worker
+
     def start(self, worker: Worker) -> Worker:
         """Run ``worker`` in a task."""
         self.tasks[worker] = asyncio.create_task(worker.run())
@@ -280,3 +292,28 @@ def sample(name: str, **labels: str) -> float:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@contextlib.asynccontextmanager
+async def read_api(worker: Inbound) -> AsyncIterator[aiohttp.ClientSession]:
+    """The worker's ``GET /v1/optouts/{e164}``, served on a free port, and a client for it."""
+    app = web.Application()
+    app.add_routes(worker.http_routes())
+    server = web.AppRunner(app)
+    await server.setup()
+    site = web.TCPSite(server, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            yield http
+    finally:
+        await server.cleanup()
+
+
+async def api(http: aiohttp.ClientSession, phone: str) -> dict[str, Any]:
+    """The read API's answer for ``phone``."""
+    async with http.get(f"/v1/optouts/{phone}") as resp:
+        assert resp.status == 200
+        body: dict[str, Any] = orjson.loads(await resp.read())
+        return body

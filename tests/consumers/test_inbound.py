@@ -6,17 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
-from aiohttp import web
 
-from consumers.inbound import Inbound
 from consumers.routes import parse_rules
 from smsrx.codec import decode_opt_out, decode_routed
 from smsrx.events import InboundMessage, OptOut, OptOutAction
 from smsrx.settings import Settings
-from tests.consumers.conftest import FAST_GROUP, T0, Runner, feed, wait_for
+from tests.consumers.conftest import T0, feed, read_api, wait_for
 from tests.helpers import read_topic
 
 PHONE = "+2250700000001"
@@ -37,14 +34,6 @@ def mo(message_id: str, text: str, *, sender: str = PHONE, minutes: int = 0, **r
     )
 
 
-def start(runner: Runner, settings: Settings, **options: Any) -> Inbound:
-    """Start an inbound worker in-process."""
-    options.setdefault("consumer_options", FAST_GROUP)
-    worker = Inbound(settings, handle_signals=False, **options)
-    runner.start(worker)
-    return worker
-
-
 async def suppression(db: asyncpg.Connection, phone: str = PHONE) -> dict[str, Any] | None:
     """The suppressions row of ``phone``."""
     row = await db.fetchrow("SELECT * FROM suppressions WHERE phone = $1", phone)
@@ -61,7 +50,7 @@ async def opt_outs(settings: Settings) -> list[OptOut]:
 
 async def test_arret_twice_is_one_opt_out_and_start_lifts_it(runner, settings, db) -> None:
     """ "Arrêt" notified twice becomes one opt_out event and a suppression; START lifts it."""
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     stop = mo("SM-1", "Arrêt")
     await feed(settings, settings.topics.inbound, [stop, stop])
     await wait_for(lambda: suppression(db), "the suppression row")
@@ -98,7 +87,7 @@ async def test_replaying_the_inbound_topic_changes_nothing(runner, settings, db)
         mo(f"SM-{i}", text, sender=f"+22507000001{i:02d}")
         for i, text in enumerate(["STOP", "stop please", "Bonjour", "ARRET", "oui"])
     ]
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     await feed(settings, settings.topics.inbound, messages)
     await wait_for(
         lambda: _count(db, "SELECT count(*) FROM suppressions WHERE suppressed"),
@@ -111,7 +100,7 @@ async def test_replaying_the_inbound_topic_changes_nothing(runner, settings, db)
     routed = len(await read_topic(settings.kafka_bootstrap, settings.topics.inbound_routed))
     assert (published, routed) == (4, 5)
 
-    again = start(runner, settings, group_id=settings.topics.prefix + "replay")
+    again = runner.inbound(settings, group_id=settings.topics.prefix + "replay")
     await runner.drain(again, records=5 + 4)
     await runner.stop(again)
     after = [dict(r) for r in await db.fetch("SELECT * FROM suppressions ORDER BY phone")]
@@ -137,7 +126,7 @@ async def test_the_latest_event_wins_whatever_the_arrival_order(runner, settings
         received_at=now,
         reason="import",
     )
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     await feed(settings, settings.topics.opt_outs, [newer_in, older_out, older_out])
     await runner.drain(worker, records=3)
     row = await suppression(db)
@@ -164,7 +153,7 @@ async def test_messages_are_routed_by_their_first_keyword(runner, settings, db) 
         '[[routes]]\nname = "info"\nkeywords = ["INFO"]\ntopic = "sms.inbound.info.v1"\n',
         topic_prefix=settings.topics.prefix,
     )
-    worker = start(runner, settings, rules=rules)
+    worker = runner.inbound(settings, rules=rules)
     messages = [
         mo("SM-a", "Oui je viens", sender="+2250700000011"),
         mo("SM-b", "INFO", sender="+2250700000012"),
@@ -197,30 +186,20 @@ async def test_messages_are_routed_by_their_first_keyword(runner, settings, db) 
 
 async def test_read_api_answers_from_the_suppression_list(runner, settings, db) -> None:
     """GET /v1/optouts/{e164}: suppressed with since and keyword; unknown allowed; junk 400."""
-    worker = start(runner, settings)
-    app = web.Application()
-    app.add_routes(worker.http_routes())
-    server = web.AppRunner(app)
-    await server.setup()
-    site = web.TCPSite(server, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        await feed(settings, settings.topics.inbound, [mo("SM-1", "STOP")])
-        await wait_for(lambda: suppression(db), "the suppression row")
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            async with http.get("/v1/optouts/+2250700000001") as resp:
-                assert resp.status == 200
-                assert orjson.loads(await resp.read()) == {
-                    "phone": PHONE,
-                    "suppressed": True,
-                    "since": "2026-03-02T09:00:00.000000Z",
-                    "keyword": "STOP",
-                }
-            async with http.get("/v1/optouts/%2B2250700000002") as resp:
-                assert (resp.status, (await resp.json())["suppressed"]) == (200, False)
-            async with http.get("/v1/optouts/not-a-number") as resp:
-                assert (resp.status, (await resp.json())["error"]) == (400, "invalid_phone")
-    finally:
-        await server.cleanup()
-        await runner.stop(worker)
+    worker = runner.inbound(settings)
+    await feed(settings, settings.topics.inbound, [mo("SM-1", "STOP")])
+    await wait_for(lambda: suppression(db), "the suppression row")
+    async with read_api(worker) as http:
+        async with http.get("/v1/optouts/+2250700000001") as resp:
+            assert resp.status == 200
+            assert orjson.loads(await resp.read()) == {
+                "phone": PHONE,
+                "suppressed": True,
+                "since": "2026-03-02T09:00:00.000000Z",
+                "keyword": "STOP",
+            }
+        async with http.get("/v1/optouts/%2B2250700000002") as resp:
+            assert (resp.status, (await resp.json())["suppressed"]) == (200, False)
+        async with http.get("/v1/optouts/not-a-number") as resp:
+            assert (resp.status, (await resp.json())["error"]) == (400, "invalid_phone")
+    await runner.stop(worker)

@@ -4,29 +4,24 @@ worker running in-process to apply what it publishes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
-from aiohttp import web
 
-from consumers.inbound import Inbound
-from consumers.optouts_cli import CSV_COLUMNS
+from consumers.optouts_csv import CSV_COLUMNS
 from smsrx.cli.dev.process import free_port
 from smsrx.codec import decode_opt_out
 from smsrx.events import OptOut, OptOutAction, OptOutSource
 from smsrx.settings import Settings
-from tests.consumers.conftest import FAST_GROUP, T0, Runner, feed, wait_for
+from tests.consumers.conftest import T0, api, feed, read_api, wait_for
 from tests.helpers import read_topic, settings_env
 
 PHONE = "+2250700000001"
@@ -51,38 +46,6 @@ async def smsrx(
     return proc.returncode, out.decode(), err.decode()
 
 
-def start(runner: Runner, settings: Settings) -> Inbound:
-    """An inbound worker, in-process."""
-    worker = Inbound(settings, handle_signals=False, consumer_options=FAST_GROUP)
-    runner.start(worker)
-    return worker
-
-
-@contextlib.asynccontextmanager
-async def read_api(worker: Inbound) -> AsyncIterator[aiohttp.ClientSession]:
-    """The worker's ``GET /v1/optouts/{e164}``, served on a free port, and a client for it."""
-    app = web.Application()
-    app.add_routes(worker.http_routes())
-    server = web.AppRunner(app)
-    await server.setup()
-    site = web.TCPSite(server, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            yield http
-    finally:
-        await server.cleanup()
-
-
-async def api(http: aiohttp.ClientSession, phone: str) -> dict[str, Any]:
-    """The read API's answer for ``phone``."""
-    async with http.get(f"/v1/optouts/{phone}") as resp:
-        assert resp.status == 200
-        body: dict[str, Any] = orjson.loads(await resp.read())
-        return body
-
-
 async def rows(db: asyncpg.Connection, table: str) -> list[dict[str, Any]]:
     """Every row of ``table``, in a stable order."""
     order = "phone" if table == "suppressions" else "event_id"
@@ -102,7 +65,7 @@ def parse_csv(text: str) -> list[dict[str, str]]:
 async def test_add_check_remove_with_list_export_and_the_read_api(runner, settings, db) -> None:
     """`add` publishes an api opt-out that suppresses the number (check exits 3, the read API
     agrees, list and export show it); `remove` lifts it (check exits 0)."""
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     async with read_api(worker) as http:
         code, out, err = await smsrx(
             settings, "optouts", "add", "+225 07 00 00 00 01", "--reason", "asked by phone"
@@ -200,7 +163,7 @@ async def test_import_applies_and_importing_again_changes_nothing(
     event ids and changes no row of suppressions or optout_events."""
     file = tmp_path / "numbers.csv"
     file.write_text(numbers_csv(2000))
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     code, out, err = await smsrx(settings, "optouts", "import", str(file))
     assert code == 0, err
     assert out.startswith("published 2,000, skipped 0 (2,000 rows)")
@@ -246,7 +209,7 @@ async def test_import_reports_invalid_rows_with_their_line_numbers(
         "+2250700000004,,,not-a-uuid\n"
         "tel:+2250700000005,OPT_IN,2026-03-02T09:00:00+01:00,\n"
     )
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     code, out, err = await smsrx(settings, "optouts", "import", "-", stdin=text.encode())
     assert code == 1
     assert out.startswith("published 2, skipped 4 (6 rows)")
@@ -324,7 +287,7 @@ async def test_export_then_import_into_a_fresh_state_gives_the_same_states(
             received_at=at,
         ),
     ]
-    worker = start(runner, settings)
+    worker = runner.inbound(settings)
     await feed(settings, settings.topics.opt_outs, events)
     await runner.drain(worker, records=len(events))
     code, exported, err = await smsrx(settings, "optouts", "export", "--all")
