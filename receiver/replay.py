@@ -36,7 +36,8 @@ from receiver import metrics
 from receiver.dedup import Dedup
 from receiver.errors import Refused, Unavailable
 from receiver.publisher import Publisher
-from receiver.spool import Entry, Spool
+from receiver.spool import Spool
+from receiver.spool_frames import Entry
 from smsrx.deadletter import DeadLetter, encode_dead_letter
 
 __all__ = ["QUARANTINE", "Replayer"]

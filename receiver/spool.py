@@ -8,8 +8,7 @@ the spool in order. Files::
     <spool dir>/checkpoint         "<segment> <offset>": everything before is published
     <spool dir>/lock               held (flock) by the one process that owns the spool
 
-A frame is ``<u32 size><u32 crc32><f64 spooled_at><u16 topic len><u32 key len>``
-followed by topic, key and value bytes. Appends are group-committed: concurrent
+Frames are :mod:`receiver.spool_frames`. Appends are group-committed: concurrent
 requests share one write and one fsync, and all of them are acknowledged, or none.
 A group is refused (503) when the filesystem would keep less than a reserve free
 (:func:`_reserve`), and when a write fails or is cut short (disk full, I/O error,
@@ -28,16 +27,13 @@ import errno
 import fcntl
 import logging
 import os
-import struct
 import time
-import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from receiver import metrics
 from receiver.errors import Unavailable
+from receiver.spool_frames import Entry, Position, encode, frames
 from smsrx.batching import Batcher
 from smsrx.errors import EXIT_CANNOT_START, SmsrxError
 
@@ -45,7 +41,6 @@ __all__ = ["Entry", "Position", "Spool", "SpoolLocked"]
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<IIdHI")
 _SEGMENT_BYTES = 16 * 1024 * 1024
 _SUFFIX = ".seg"
 _RESERVE_MIN = 64 * 1024
@@ -70,37 +65,6 @@ class SpoolLocked(SmsrxError, RuntimeError):
 
 class _NoRoom(OSError):
     """The spool's filesystem lacks room for a group beyond its reserve; nothing was written."""
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """A place in the spool: segment number and byte offset in it."""
-
-    segment: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One spooled record, its size on disk, and the position just after it."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    spooled_at: float
-    size: int
-    end: Position
-
-
-def _encode(topic: str, key: bytes, value: bytes, spooled_at: float) -> bytes:
-    topic_bytes = topic.encode()
-    body = struct.pack("<dHI", spooled_at, len(topic_bytes), len(key)) + topic_bytes + key + value
-    return (
-        struct.pack(
-            "<II", _HEADER.size + len(topic_bytes) + len(key) + len(value), zlib.crc32(body)
-        )
-        + body
-    )
 
 
 def _refusal(count: int, exc: Exception) -> Unavailable:
@@ -129,22 +93,6 @@ def _write_all(fd: int, data: memoryview) -> None:
         if count <= 0:
             raise OSError(errno.EIO, "the spool segment took no bytes")
         written += count
-
-
-def _frames(data: bytes, start: int) -> Iterator[tuple[int, str, bytes, bytes, float]]:
-    """Valid frames from ``start``: (end offset, topic, key, value, spooled_at); stops at a torn one."""
-    offset = start
-    while offset + _HEADER.size <= len(data):
-        size, crc, spooled_at, topic_len, key_len = _HEADER.unpack_from(data, offset)
-        end = offset + size
-        if size < _HEADER.size or end > len(data) or zlib.crc32(data[offset + 8 : end]) != crc:
-            return
-        head = offset + _HEADER.size
-        topic = data[head : head + topic_len].decode()
-        key = data[head + topic_len : head + topic_len + key_len]
-        value = data[head + topic_len + key_len : end]
-        yield end, topic, key, value, spooled_at
-        offset = end
 
 
 class Spool:
@@ -191,7 +139,7 @@ class Spool:
             data = (self.directory / self._name(number)).read_bytes()
             start = self._checkpoint.offset if number == self._checkpoint.segment else 0
             valid = start
-            for end, _topic, _key, _value, spooled_at in _frames(data, start):
+            for end, _topic, _key, _value, spooled_at in frames(data, start):
                 self._pending_events += 1
                 self._pending_bytes += end - valid
                 self._oldest = spooled_at if self._oldest is None else self._oldest
@@ -234,7 +182,7 @@ class Spool:
 
     async def append(self, topic: str, key: bytes, value: bytes) -> None:
         """Append one record and return once it is on disk (fsynced); Unavailable when full."""
-        frame = _encode(topic, key, value, time.time())
+        frame = encode(topic, key, value, time.time())
         if self._pending_bytes + self._queued_bytes + len(frame) > self.max_bytes:
             metrics.SPOOL_FULL.inc()
             raise Unavailable(
@@ -329,7 +277,7 @@ class Spool:
         while len(entries) < limit and position.segment <= self._active:
             data = self._segment_bytes(position.segment)
             start = position.offset
-            for end, topic, key, value, spooled_at in _frames(data, position.offset):
+            for end, topic, key, value, spooled_at in frames(data, position.offset):
                 entries.append(
                     Entry(
                         topic, key, value, spooled_at, end - start, Position(position.segment, end)
