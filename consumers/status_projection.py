@@ -3,7 +3,8 @@
 Consumes delivery receipts, submissions and inbound SMS; keeps, in PostgreSQL, the
 current status of every recipient (by precedence, never by arrival order), the full
 receipt history, submissions and inbound messages; publishes every change of current
-status to ``sms.message-status.v1`` through the outbox; and runs the expiry sweep.
+status to ``sms.message-status.v1`` through the outbox; and runs the expiry sweep and,
+every ``SMSRX_PRUNE_INTERVAL``, the prune (:mod:`consumers.pruning`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from consumers.projection_sql import (
     insert_receipts,
     insert_submissions,
 )
+from consumers.pruning import PruneJob
 from consumers.worker import Worker
 from smsrx.codec import decode_delivery_receipt, decode_inbound, decode_submission
 from smsrx.db import is_transient_db_error
@@ -85,7 +87,8 @@ class StatusProjection(Worker):
         }
 
     async def on_start(self) -> None:
-        """Start the producer, publish what a crash left in the outbox, start the sweep."""
+        """Start the producer, publish what a crash left in the outbox, start the sweep
+        and the periodic prune."""
         assert self.pool is not None
         producer = make_producer(self.settings)
         self.producer = producer
@@ -99,6 +102,8 @@ class StatusProjection(Worker):
         self.sweeper = ExpirySweeper(self.settings, self.pool, producer)
         if self.expiry_sweep:
             self.spawn(self.sweeper.run_forever(), name="expiry-sweep")
+        if self.settings.prune_interval > 0:
+            self.spawn(PruneJob(self.settings).run_forever(), name="prune")
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch) -> Applied:
         """Apply submissions, then receipts, then inbound SMS, deduplicated by event_id."""

@@ -85,8 +85,10 @@ def parse_form(body: bytes) -> dict[str, str]:
         raise BadRequest("form body is not valid UTF-8") from None
     try:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"invalid form body: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"invalid form body: not UTF-8 once decoded ({exc.reason})") from None
+    except ValueError:  # its message repeats the field, which may be a number or a text
+        raise BadRequest("invalid form body: a field is not name=value") from None
     return _no_duplicates(pairs)
 
 

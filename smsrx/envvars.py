@@ -24,6 +24,7 @@ __all__ = [
     "NETWORKS",
     "PATH",
     "PORT",
+    "PROVIDER_URL",
     "TEXT",
     "URL",
     "ConfigError",
@@ -136,6 +137,9 @@ def one_of(name: str, text: str, choices: Sequence[str]) -> str:
 
 TEXT = Kind("text", lambda name, text: text.strip())
 URL = Kind("URL", lambda name, text: text.strip().rstrip("/"))
+PROVIDER_URL = Kind("provider URL", URL.parse)
+"""A carrier API's base URL: like :data:`URL`, and ``https://`` unless the settings allow
+plain HTTP for tests (``Settings`` checks it, since the switch is another setting)."""
 PATH = Kind("path", lambda name, text: Path(text.strip()))
 FLAG = Kind("flag", _flag, blank_is_default=False)
 DURATION = Kind("duration", lambda name, text: parse_duration(name, text.strip()))
@@ -158,22 +162,60 @@ class Setting:
     """The default as the help writes it; ``None`` shows none."""
     derive: Callable[[Mapping[str, Any]], Any] | None = None
     """The value of an unset or blank variable, from the other settings' values."""
+    secret: bool = False
+    """Whether the value is a secret: never in a repr, a log or an error message, and also
+    read from the file that ``<env>_FILE`` names (:attr:`file_env`)."""
+
+    @property
+    def file_env(self) -> str:
+        """The variable naming a file that holds a secret's value (Docker secrets'
+        convention): ``SMSRX_ORANGE_AUTH_HEADER_FILE``."""
+        return f"{self.env}_FILE"
 
     @property
     def description(self) -> str:
         """The meaning and the default, as ``smsrx --help`` and the README show them."""
-        return self.help if self.shown is None else f"{self.help} ({self.shown})"
+        text = self.help if self.shown is None else f"{self.help} ({self.shown})"
+        return (
+            f"{text}; secret, also read from a file: {self.file_env}=PATH" if self.secret else text
+        )
+
+    def text(self, environ: Mapping[str, str]) -> str | None:
+        """The variable's text in ``environ``, or a secret's from the file ``<env>_FILE``
+        names, less one trailing newline; None when unset. Both set, or a file that cannot
+        be read, is a :class:`ConfigError` naming the variable."""
+        text = environ.get(self.env)
+        path = environ.get(self.file_env, "").strip() if self.secret else ""
+        if not path:
+            return text
+        if text is not None and text.strip():
+            raise ConfigError(f"{self.env} and {self.file_env} are both set: set only one")
+        try:
+            content = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{self.file_env}={path!r}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{self.file_env}={path!r}: cannot be read ({why})") from None
+        return content[:-2] if content.endswith("\r\n") else content.removesuffix("\n")
 
     def is_blank(self, environ: Mapping[str, str]) -> bool:
         """Whether the variable is unset or blank in ``environ``."""
-        return not environ.get(self.env, "").strip()
+        return not (self.text(environ) or "").strip()
 
     def read(self, environ: Mapping[str, str]) -> Any:
         """The value in ``environ`` (the default if unset); :class:`ConfigError` names the variable."""
-        text = environ.get(self.env)
+        text = self.text(environ)
         if text is None or (self.kind.blank_is_default and not text.strip()):
             return self.default
-        return self.kind.parse(self.env, text)
+        if not self.secret:
+            return self.kind.parse(self.env, text)
+        try:
+            return self.kind.parse(self.env, text)
+        except ConfigError:  # its message would quote the value
+            raise ConfigError(
+                f"{self.env}: not a valid {self.kind.name} (value not shown: secret)"
+            ) from None
 
 
 def _human(value: Any) -> str | None:
@@ -197,14 +239,15 @@ def setting(
     kind: Kind = TEXT,
     shown: str | Callable[[Any], str] | None = None,
     derive: Callable[[Mapping[str, Any]], Any] | None = None,
-    repr: bool = True,
+    secret: bool = False,
 ) -> Any:
     """A :class:`Settings` field read from ``env``: the one declaration of that setting.
 
     ``default`` is the value itself, or text parsed like the variable's (``"72h"``), which
     the help then shows as written. ``shown`` replaces the default in the help: a template
     in which ``{}`` stands for it, or a function of the value. ``derive`` computes the value
-    of an unset or blank variable from the other settings instead.
+    of an unset or blank variable from the other settings instead. A ``secret`` is left
+    out of the settings' repr and may be given in a file instead (:attr:`Setting.file_env`).
     """
     value = kind.parse(env, default) if isinstance(default, str) else default
     written = (default or "empty") if isinstance(default, str) else _human(default)
@@ -212,8 +255,8 @@ def setting(
         written = shown(value)
     elif shown is not None:
         written = shown.format(written)
-    declared = Setting(env, kind, value, help, written, derive)
-    return field(default=value, repr=repr, metadata={KEY: declared})
+    declared = Setting(env, kind, value, help, written, derive, secret)
+    return field(default=value, repr=not secret, metadata={KEY: declared})
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field, setting))

@@ -5,6 +5,10 @@ aiokafka can otherwise wait forever on a broker that is down (aio-libs/aiokafka#
 The idempotent producer is on by default (Apache Kafka) and can be turned off for
 brokers without it (the development broker); :func:`start_producer` says so when a
 broker refuses it.
+
+Every client, producer, consumer or admin, is made here and carries the same security
+options (:func:`security_options`): PLAINTEXT by default, TLS that verifies the brokers'
+certificates, and with SASL_SSL this service's own user, whose ACLs say what it may do.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ from aiokafka.errors import (
     UnknownError,
     UnsupportedVersionError,
 )
+from aiokafka.helpers import create_ssl_context
 
 from smsrx.errors import EXIT_NO_IDEMPOTENCE, SmsrxError
-from smsrx.settings import Settings
+from smsrx.settings import ConfigError, Settings
 
 __all__ = [
     "BrokerWithoutIdempotence",
     "create_topics",
+    "make_admin",
     "make_consumer",
     "make_producer",
+    "security_options",
     "start_producer",
     "stop_bounded",
 ]
@@ -38,10 +45,35 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def security_options(settings: Settings) -> dict[str, Any]:
+    """The options of every aiokafka client for ``SMSRX_KAFKA_SECURITY_PROTOCOL``: TLS
+    that verifies the brokers against ``SMSRX_KAFKA_CA_FILE`` (or the system's CAs), and
+    with SASL_SSL the mechanism, user and password."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        ca_file = settings.kafka_ca_file
+        try:
+            options["ssl_context"] = create_ssl_context(
+                cafile=None if ca_file is None else str(ca_file)
+            )
+        except OSError as exc:  # missing, unreadable, or not PEM certificates (SSLError)
+            why = exc.strerror or str(exc)
+            raise ConfigError(
+                f"SMSRX_KAFKA_CA_FILE={str(ca_file)!r}: cannot be used ({why})"
+            ) from None
+    if protocol == "SASL_SSL":
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica, with bounded requests."""
     timeout_ms = max(1000, int(settings.kafka_send_timeout * 1000))
     options: dict[str, Any] = {
+        **security_options(settings),
         "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
         "enable_idempotence": settings.kafka_idempotence,
@@ -91,6 +123,7 @@ def make_consumer(
 ) -> AIOKafkaConsumer:
     """A consumer-group member that commits manually, after its work is durable."""
     options: dict[str, Any] = {
+        **security_options(settings),
         "bootstrap_servers": settings.kafka_bootstrap,
         "group_id": group_id,
         "enable_auto_commit": False,
@@ -107,6 +140,17 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **options)
 
 
+def make_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+    """An admin client (topics, cluster metadata), its requests bounded by the send timeout."""
+    options: dict[str, Any] = {
+        **security_options(settings),
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "request_timeout_ms": max(1000, int(settings.kafka_send_timeout * 1000)),
+    }
+    options.update(overrides)
+    return AIOKafkaAdminClient(**options)
+
+
 async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, limit: float) -> None:
     """Stop a client, but never wait longer than ``limit`` seconds for it (aiokafka#1101)."""
     try:
@@ -119,10 +163,7 @@ async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, limit: float
 async def create_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
     """Create every smsrx topic, and the ``extra`` ones (per-route topics), that does not
     exist yet; return those created."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        request_timeout_ms=max(1000, int(settings.kafka_send_timeout * 1000)),
-    )
+    admin = make_admin(settings)
     await admin.start()
     created = []
     try:
@@ -131,12 +172,15 @@ async def create_topics(settings: Settings, extra: Iterable[str] = ()) -> list[s
         for name in (*settings.topics.all(), *extra):
             if name in existing:
                 continue
-            compact = {"cleanup.policy": "compact"} if settings.topics.compacted(name) else {}
+            if settings.topics.compacted(name):
+                kept = {"cleanup.policy": "compact"}
+            else:  # the databases' dedup rows outlive this (smsrx.retention)
+                kept = {"retention.ms": str(int(settings.topic_retention * 1000))}
             topic = NewTopic(
                 name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
-                topic_configs={**configs, **compact},
+                topic_configs={**configs, **kept},
             )
             try:
                 await admin.create_topics([topic])

@@ -19,6 +19,7 @@ import pycountry
 from phonenumbers import PhoneMetadata
 
 from smsrx.errors import SmsrxError
+from smsrx.privacy import is_erased
 
 __all__ = ["InvalidPhoneNumber", "country_alpha3", "to_e164"]
 
@@ -108,7 +109,10 @@ def _accepted(code: str, length: int) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def country_alpha3(e164: str) -> str:
-    """ISO 3166 alpha-3 country of an E.164 number, or ``ZZZ`` when it has none (+800, ...)."""
+    """ISO 3166 alpha-3 country of an E.164 number, or ``ZZZ`` when it has none (+800, ...).
+    An erased number's token (:mod:`smsrx.privacy`) keeps its country."""
+    if is_erased(e164):
+        return e164.split(":", 2)[1]
     try:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
     except phonenumbers.NumberParseException:

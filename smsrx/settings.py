@@ -23,7 +23,7 @@ from smsrx.envvars import (
     NETWORKS,
     PATH,
     PORT,
-    URL,
+    PROVIDER_URL,
     ConfigError,
     Kind,
     Network,
@@ -66,6 +66,11 @@ _TOPIC_PREFIX = Kind(
     "topic prefix", lambda name, text: Topics(prefix=text.strip()), blank_is_default=False
 )
 _LOG_LEVEL = Kind("log level", partial(one_of, choices=LOG_LEVELS))
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+"""How smsrx talks to the brokers; credentials never travel without TLS (no SASL_PLAINTEXT)."""
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+_KAFKA_SECURITY = Kind("security protocol", partial(one_of, choices=KAFKA_SECURITY_PROTOCOLS))
+_KAFKA_SASL_MECHANISM = Kind("SASL mechanism", partial(one_of, choices=KAFKA_SASL_MECHANISMS))
 
 
 def state_dir_of(environ: Mapping[str, str]) -> Path:
@@ -77,6 +82,25 @@ def state_dir_of(environ: Mapping[str, str]) -> Path:
 
 def _in_mib(size: int) -> str:
     return f"{size // _MIB} MiB"
+
+
+def _retention(name: str, text: str) -> float:
+    seconds = parse_duration(name, text.strip())
+    if seconds < 1:
+        raise ConfigError(f"{name}={text.strip()!r}: must be at least 1s")
+    return seconds
+
+
+_RETENTION = Kind("duration >= 1s", _retention)
+
+
+def _as_set(declared: Setting, environ: Mapping[str, str]) -> str:
+    """A variable's text as the operator set it, else its default as the help writes it."""
+    return environ.get(declared.env, "").strip() or str(declared.shown)
+
+
+# Tables that deduplicate what a topic may replay keep their rows at least this long.
+_REPLAYED_FROM_TOPICS = ("retain_processed", "retain_history")
 
 
 @settings_class
@@ -105,6 +129,37 @@ class Settings:
         kind=DURATION,
         help="longest wait for the broker to acknowledge a record",
     )
+    kafka_security_protocol: str = setting(
+        "SMSRX_KAFKA_SECURITY_PROTOCOL",
+        default="PLAINTEXT",
+        kind=_KAFKA_SECURITY,
+        help=f"how clients reach the brokers: {either(KAFKA_SECURITY_PROTOCOLS)}",
+        shown="{}; SASL_SSL in docker-compose",
+    )
+    kafka_sasl_mechanism: str = setting(
+        "SMSRX_KAFKA_SASL_MECHANISM",
+        default="SCRAM-SHA-512",
+        kind=_KAFKA_SASL_MECHANISM,
+        help=f"SASL mechanism with SASL_SSL: {either(KAFKA_SASL_MECHANISMS)}",
+    )
+    kafka_sasl_username: str | None = setting(
+        "SMSRX_KAFKA_SASL_USERNAME",
+        default=None,
+        help="this service's Kafka user, with SASL_SSL",
+    )
+    kafka_sasl_password: str | None = setting(
+        "SMSRX_KAFKA_SASL_PASSWORD",
+        default=None,
+        help="that user's password, with SASL_SSL",
+        secret=True,
+    )
+    kafka_ca_file: Path | None = setting(
+        "SMSRX_KAFKA_CA_FILE",
+        default=None,
+        kind=PATH,
+        help="PEM CA certificates that sign the brokers' certificates, with SSL or SASL_SSL",
+        shown="the system's CAs",
+    )
     topics: Topics = setting(
         "SMSRX_TOPIC_PREFIX",
         default="",
@@ -124,10 +179,18 @@ class Settings:
         help="replication factor of those topics",
         shown="{}; 3 on a real cluster",
     )
+    topic_retention: float = setting(
+        "SMSRX_TOPIC_RETENTION",
+        default="7d",
+        kind=_RETENTION,
+        help="retention.ms of those topics (the compacted one excepted): how far back a "
+        "replay reaches",
+    )
     database_url: str = setting(
         "SMSRX_DATABASE_URL",
         default="postgresql://smsrx@127.0.0.1:5432/smsrx",
         help="PostgreSQL URL",
+        secret=True,  # its password
     )
     receiver_host: str = setting(
         "SMSRX_RECEIVER_HOST", default="0.0.0.0", help="address the receiver listens on"
@@ -136,7 +199,10 @@ class Settings:
         "SMSRX_RECEIVER_PORT", default=8443, kind=PORT, help="port of the carrier-facing receiver"
     )
     metrics_host: str = setting(
-        "SMSRX_METRICS_HOST", default="0.0.0.0", help="address the /metrics endpoints listen on"
+        "SMSRX_METRICS_HOST",
+        default="127.0.0.1",
+        help="address the /metrics endpoints and the opt-out read API listen on",
+        shown="{}: this host only; 0.0.0.0 for Prometheus in other containers",
     )
     receiver_metrics_port: int = setting(
         "SMSRX_RECEIVER_METRICS_PORT",
@@ -274,6 +340,44 @@ class Settings:
         kind=DURATION,
         help="how often the expiry sweep runs",
     )
+    retain_dedup: float = setting(
+        "SMSRX_RETAIN_DEDUP",
+        default="7d",
+        kind=_RETENTION,
+        help="how long the receiver's dedup rows are kept",
+    )
+    retain_history: float = setting(
+        "SMSRX_RETAIN_HISTORY",
+        default="90d",
+        kind=_RETENTION,
+        help="how long receipt history, inbound SMS metadata and finished recipients' status "
+        "are kept; at least SMSRX_TOPIC_RETENTION",
+    )
+    retain_processed: float = setting(
+        "SMSRX_RETAIN_PROCESSED",
+        default="14d",
+        kind=_RETENTION,
+        help="how long the ids of events counted (analytics) or routed (inbound) are kept; "
+        "at least SMSRX_TOPIC_RETENTION",
+    )
+    retain_inbound_text: float = setting(
+        "SMSRX_RETAIN_INBOUND_TEXT",
+        default="30d",
+        kind=_RETENTION,
+        help="after this, an inbound SMS's text and raw payload are erased (its metadata stays)",
+    )
+    retain_rollups: float = setting(
+        "SMSRX_RETAIN_ROLLUPS",
+        default="400d",
+        kind=_RETENTION,
+        help="how long the analytics rollups (per minute, per hour) are kept",
+    )
+    prune_interval: float = setting(
+        "SMSRX_PRUNE_INTERVAL",
+        default="1h",
+        kind=DURATION,
+        help="how often status-projection prunes what is past its retention; 0 turns it off",
+    )
     shutdown_timeout: float = setting(
         "SMSRX_SHUTDOWN_TIMEOUT",
         default="10s",
@@ -283,15 +387,21 @@ class Settings:
     orange_api_url: str = setting(
         "SMSRX_ORANGE_API_URL",
         default="https://api.orange.com",
-        kind=URL,
-        help="Orange API base URL",
+        kind=PROVIDER_URL,
+        help="Orange API base URL, https:// only",
+    )
+    insecure_provider_urls: bool = setting(
+        "SMSRX_INSECURE_PROVIDER_URLS",
+        default=False,
+        kind=FLAG,
+        help="accept http:// provider API URLs: for tests against a local fake API only, "
+        "never in production",
     )
     orange_auth_header: str | None = setting(
         "SMSRX_ORANGE_AUTH_HEADER",
         default=None,
         help="Orange app authorization header, 'Basic ...'",
-        shown="secret",
-        repr=False,
+        secret=True,
     )
     orange_sender: str | None = setting(
         "SMSRX_ORANGE_SENDER",
@@ -345,11 +455,47 @@ class Settings:
         cert, key = DECLARED["tls_cert"], DECLARED["tls_key"]
         if (values["tls_cert"] is None) != (values["tls_key"] is None):
             raise ConfigError(f"{cert.env} and {key.env} must be set together")
+        _check_kafka_security(values)
+        topics = DECLARED["topic_retention"]
+        for name in _REPLAYED_FROM_TOPICS:
+            if values[name] < values["topic_retention"]:
+                kept = DECLARED[name]
+                raise ConfigError(
+                    f"{kept.env}={_as_set(kept, environ)} is shorter than "
+                    f"{topics.env}={_as_set(topics, environ)}: an event replayed from a "
+                    "topic would no longer be known as a duplicate; keep "
+                    f"{kept.env} at least as long as {topics.env}"
+                )
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.insecure_provider_urls:
+            return
+        for name, declared in DECLARED.items():
+            url = getattr(self, name)
+            if declared.kind is PROVIDER_URL and not url.lower().startswith("https://"):
+                raise ConfigError(
+                    f"{declared.env}={url!r}: must be an https:// URL "
+                    "(SMSRX_INSECURE_PROVIDER_URLS=1 allows http:// in tests)"
+                )
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (for the dev supervisor and tests)."""
         return replace(self, **changes)
+
+
+def _check_kafka_security(values: Mapping[str, Any]) -> None:
+    """SASL_SSL has a user and a password; nothing is set that the protocol would ignore."""
+    protocol = values["kafka_security_protocol"]
+    names = {f: DECLARED[f].env for f in ("kafka_sasl_username", "kafka_sasl_password")}
+    given = [env for f, env in names.items() if values[f] is not None]
+    where = f"SMSRX_KAFKA_SECURITY_PROTOCOL={protocol}"
+    if protocol == "SASL_SSL" and len(given) < len(names):
+        raise ConfigError(f"{where} needs {' and '.join(names.values())}")
+    if protocol != "SASL_SSL" and given:
+        raise ConfigError(f"{given[0]} is set, but {where} sends no credentials: use SASL_SSL")
+    if protocol == "PLAINTEXT" and values["kafka_ca_file"] is not None:
+        raise ConfigError(f"SMSRX_KAFKA_CA_FILE is set, but {where} uses no TLS")
 
 
 DECLARED: Mapping[str, Setting] = {f.name: f.metadata[KEY] for f in fields(Settings)}

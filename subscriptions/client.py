@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from smsrx.privacy import mask_phone
 from smsrx.settings import Settings
 from subscriptions import metrics
 from subscriptions.errors import OrangeError, Timeout, Unauthorized, Unreachable
@@ -215,7 +216,11 @@ class OrangeClient:
                 f"for {endpoint}: {exc}"
             ) from None
         logger.debug(
-            "orange %s %s -> %d in %.3fs", method, path, response.status, time.monotonic() - started
+            "orange %s %s -> %d in %.3fs",
+            method,
+            mask_phone(path),  # the sender's address is in the path
+            response.status,
+            time.monotonic() - started,
         )
         return response.status, body
 

@@ -361,6 +361,7 @@ def orange_settings(healthy: Settings, fake_orange: FakeOrange) -> Settings:
     """Healthy settings with Orange credentials for the fake API."""
     return healthy.with_(
         orange_api_url=fake_orange.url,
+        insecure_provider_urls=True,  # the fake serves plain HTTP
         orange_auth_header=AUTH_HEADER,
         orange_sender=SENDER,
         orange_notify_url=NOTIFY_URL,

@@ -30,8 +30,10 @@ BAD = {
     "port": ["http", "-1", "65536"],
     "whole number": ["many", "1.5", "-1"],
     "log level": ["verbose"],
+    "security protocol": ["SASL_PLAINTEXT", "TLS"],
+    "SASL mechanism": ["GSSAPI"],
 }
-ANY_TEXT = {"text", "URL", "path", "topic prefix"}
+ANY_TEXT = {"text", "URL", "provider URL", "path", "topic prefix"}  # provider URL: below
 
 
 def _category(declared: Setting) -> str:
@@ -143,6 +145,83 @@ def test_special_rules() -> None:
         ipaddress.ip_network("::1"),
     )
     assert settings.expiry_horizon == 3 * 86400.0
+
+
+SECRETS = [d for d in DECLARED.values() if d.secret]
+
+
+def test_the_secrets_are_marked() -> None:
+    """The database URL (its password) and Orange's credentials are secret settings."""
+    assert {d.env for d in SECRETS} >= {"SMSRX_DATABASE_URL", "SMSRX_ORANGE_AUTH_HEADER"}
+
+
+@pytest.mark.parametrize("declared", SECRETS, ids=lambda d: d.env)
+def test_a_secret_is_read_from_its_file(declared: Setting, tmp_path: Path) -> None:
+    """<NAME>_FILE gives a secret's value, less one trailing newline (LF or CRLF)."""
+    path = tmp_path / "secret"
+    for content, text in [("s3cr\u00e9t\n", "s3cr\u00e9t"), ("a\r\n", "a"), ("b\n\n", "b\n")]:
+        path.write_text(content, encoding="utf-8", newline="")
+        assert declared.text({f"{declared.env}_FILE": str(path)}) == text
+    path.write_text("Basic-c2VjcmV0\n")
+    assert declared.read({f"{declared.env}_FILE": str(path)}) == "Basic-c2VjcmV0"
+    name = next(k for k, d in DECLARED.items() if d is declared)
+    assert "c2VjcmV0" not in repr(Settings().with_(**{name: "Basic-c2VjcmV0"}))
+
+
+@pytest.mark.parametrize("declared", SECRETS, ids=lambda d: d.env)
+def test_a_secret_and_its_file_are_not_both_set(declared: Setting, tmp_path: Path) -> None:
+    """Setting a secret and its _FILE is a ConfigError; a missing file one naming it."""
+    path = tmp_path / "secret"
+    path.write_text("x\n")
+    with pytest.raises(ConfigError) as both:
+        Settings.from_env({declared.env: "y", f"{declared.env}_FILE": str(path)})
+    assert str(both.value) == f"{declared.env} and {declared.env}_FILE are both set: set only one"
+    missing = tmp_path / "absent"
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({f"{declared.env}_FILE": str(missing)})
+    assert str(error.value) == f"{declared.env}_FILE={str(missing)!r}: no such file"
+
+
+def test_only_secrets_are_read_from_files(tmp_path: Path) -> None:
+    """A _FILE variable of a setting that is not secret is not read."""
+    path = tmp_path / "bootstrap"
+    path.write_text("elsewhere:9092")
+    assert Settings.from_env({"SMSRX_KAFKA_BOOTSTRAP_FILE": str(path)}) == Settings()
+
+
+def test_secrets_stay_out_of_the_repr() -> None:
+    """Neither the database password nor Orange's header is in the settings' repr."""
+    settings = Settings.from_env(
+        {
+            "SMSRX_DATABASE_URL": "postgresql://smsrx:hunter2@db:5432/smsrx",
+            "SMSRX_ORANGE_AUTH_HEADER": "Basic c21zcng6dG9w",
+        }
+    )
+    assert settings.database_url.endswith("hunter2@db:5432/smsrx")
+    assert "hunter2" not in repr(settings) and "c21zcng6dG9w" not in repr(settings)
+
+
+@pytest.mark.parametrize("url", ["http://api.orange.com", "ftp://api.orange.com", "api.orange.com"])
+def test_provider_urls_must_be_https(url: str) -> None:
+    """A provider API URL other than https:// is a ConfigError, unless tests allow it."""
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"SMSRX_ORANGE_API_URL": url})
+    assert str(error.value) == (
+        f"SMSRX_ORANGE_API_URL={url!r}: must be an https:// URL "
+        "(SMSRX_INSECURE_PROVIDER_URLS=1 allows http:// in tests)"
+    )
+    with pytest.raises(ConfigError):
+        Settings(orange_api_url=url)
+    allowed = {"SMSRX_ORANGE_API_URL": url, "SMSRX_INSECURE_PROVIDER_URLS": "1"}
+    assert Settings.from_env(allowed).orange_api_url == url
+    assert Settings.from_env({"SMSRX_ORANGE_API_URL": "HTTPS://api.orange.com"})
+    assert "tests" in VARIABLES["SMSRX_INSECURE_PROVIDER_URLS"]
+
+
+def test_metrics_listen_on_loopback_by_default() -> None:
+    """The /metrics ports are on 127.0.0.1 unless SMSRX_METRICS_HOST says otherwise."""
+    assert Settings.from_env({}).metrics_host == "127.0.0.1"
+    assert Settings.from_env({"SMSRX_METRICS_HOST": "0.0.0.0"}).metrics_host == "0.0.0.0"
 
 
 def test_spool_dir_follows_the_state_dir_unless_set() -> None:

@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply pending migrations (safe to repeat)",
         description="Apply every migration not yet applied to SMSRX_DATABASE_URL; running it again is harmless.",
     ).set_defaults(handler=_db_migrate, one_shot=True)
+    from smsrx.cli.prune import add_command as add_prune_command
+
+    add_prune_command(db)
 
     topics = sub.add_parser("topics", help="Kafka topic tasks").add_subparsers(
         dest="topics", metavar="TASK", required=True
@@ -152,15 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
         "create",
         help="create the smsrx topics that do not exist",
         description="Create every smsrx topic on SMSRX_KAFKA_BOOTSTRAP with SMSRX_TOPIC_PARTITIONS "
-        "partitions and SMSRX_TOPIC_REPLICATION replicas (min.insync.replicas=2 from 3 replicas).",
+        "partitions and SMSRX_TOPIC_REPLICATION replicas (min.insync.replicas=2 from 3 replicas), "
+        "keeping records SMSRX_TOPIC_RETENTION (the compacted opt-out topic: the latest per number).",
     ).set_defaults(handler=_topics_create, one_shot=True)
 
     from consumers.cli import add_commands as add_consumer_commands
+    from consumers.privacy_cli import add_command as add_privacy_command
     from smsrx.cli.doctor import add_command as add_doctor_command
     from subscriptions.cli import add_commands as add_subscription_commands
 
     add_consumer_commands(sub)
     add_subscription_commands(sub)
+    add_privacy_command(sub)
     add_doctor_command(sub)
     return parser
 

@@ -24,7 +24,13 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from smsrx.cli.doctor_check import Check, failed, passed, warned
 from smsrx.db import DB_ERRORS, Migration, migrations
-from smsrx.kafka import BrokerWithoutIdempotence, make_producer, start_producer, stop_bounded
+from smsrx.kafka import (
+    BrokerWithoutIdempotence,
+    make_admin,
+    make_producer,
+    start_producer,
+    stop_bounded,
+)
 from smsrx.settings import ConfigError, Settings
 from subscriptions import operations
 from subscriptions.client import RetryPolicy, open_client
@@ -76,10 +82,8 @@ async def broker(settings: Settings, limit: float) -> list[Check]:
     """
     where = settings.kafka_bootstrap
     fix = "start the broker, or set SMSRX_KAFKA_BOOTSTRAP to where it listens"
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=where,
-        request_timeout_ms=max(1000, int(limit * 1000)),
-        client_id=_CLIENT_ID,
+    admin = make_admin(
+        settings, request_timeout_ms=max(1000, int(limit * 1000)), client_id=_CLIENT_ID
     )
     try:
         async with asyncio.timeout(limit):

@@ -135,6 +135,7 @@ class DevCommand:
             EXPIRY_HORIZON="20s",
             EXPIRY_SWEEP_INTERVAL="3s",
             ORANGE_API_URL=orange_url,
+            INSECURE_PROVIDER_URLS="1",  # the fake Orange API serves plain HTTP
             ORANGE_AUTH_HEADER=ORANGE_AUTH,
             ORANGE_SENDER=ORANGE_SENDER,
             ORANGE_NOTIFY_URL=ORANGE_NOTIFY_URL,

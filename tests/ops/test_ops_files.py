@@ -59,13 +59,17 @@ def role(name: str, service: dict) -> str:
 
 
 def test_compose_has_every_service_of_the_deployment(project: compose.Project) -> None:
-    """Kafka x3, PostgreSQL, migrations, topics, 2 receivers, the three workers, the reconciler, Prometheus, Grafana."""
+    """Kafka x3 and their certificates and ACLs, PostgreSQL, migrations, logins, topics, 2 receivers, the three workers, the reconciler, Prometheus, Grafana and its watchdog."""
     assert set(project.services) == {
         "kafka-1",
         "kafka-2",
         "kafka-3",
+        "kafka-certs",
+        "kafka-setup",
         "postgres",
         "migrate",
+        "db-logins",
+        "grafana-watchdog",
         "topics",
         "receiver-1",
         "receiver-2",
@@ -190,7 +194,9 @@ def test_smsrx_settings_are_real_settings(project: compose.Project) -> None:
 def test_kafka_is_three_kraft_brokers_with_rf3_and_min_isr2(project: compose.Project) -> None:
     """Three combined broker/controller nodes in one KRaft quorum; topics get 3 replicas and min.insync.replicas=2."""
     brokers = {
-        n: compose.environment(s) for n, s in project.services.items() if n.startswith("kafka-")
+        n: compose.environment(s)
+        for n, s in project.services.items()
+        if re.fullmatch(r"kafka-\d+", n)
     }
     assert len(brokers) == 3
     voters = {f"{env['KAFKA_NODE_ID']}@{name}:9093" for name, env in brokers.items()}
@@ -199,7 +205,7 @@ def test_kafka_is_three_kraft_brokers_with_rf3_and_min_isr2(project: compose.Pro
         assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
         assert env["CLUSTER_ID"] and env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
         assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
-        assert f"PLAINTEXT://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"CLIENT://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
     topics = project.services["topics"]
     assert topics["command"] == ["topics", "create"]
     assert compose.environment(topics)["SMSRX_TOPIC_REPLICATION"] == "3"
@@ -214,7 +220,9 @@ def test_receivers_are_replicas_with_their_own_port_and_spool(project: compose.P
     receivers = {n: s for n, s in smsrx_services(project).items() if s["command"] == ["receiver"]}
     assert len(receivers) >= 2
     ports = [p for s in receivers.values() for p in compose.host_ports(s)]
-    spools = [v for s in receivers.values() for v in compose.named_volumes(s)]
+    spools = [
+        v for s in receivers.values() for v in compose.named_volumes(s) if v.endswith("-spool")
+    ]
     assert len(set(ports)) == len(receivers) and len(set(spools)) == len(receivers)
     every_port = [p for s in project.services.values() for p in compose.host_ports(s)]
     assert len(every_port) == len(set(every_port)), "two services publish the same host port"

@@ -46,6 +46,7 @@ def api_settings(fake: FakeOrange) -> Settings:
     return Settings(
         metrics_host="127.0.0.1",
         orange_api_url=fake.url,
+        insecure_provider_urls=True,  # the fake serves plain HTTP
         orange_auth_header=AUTH_HEADER,
         orange_sender=SENDER,
         orange_notify_url=NOTIFY_URL,

@@ -29,6 +29,7 @@ def env(
             monkeypatch.delenv(name)
     monkeypatch.setenv("SMSRX_DATABASE_URL", database_url)
     monkeypatch.setenv("SMSRX_ORANGE_API_URL", fake.url + "/")
+    monkeypatch.setenv("SMSRX_INSECURE_PROVIDER_URLS", "1")  # the fake serves plain HTTP
     monkeypatch.setenv("SMSRX_ORANGE_AUTH_HEADER", AUTH_HEADER)
     monkeypatch.setenv("SMSRX_ORANGE_SENDER", SENDER)
     monkeypatch.setenv("SMSRX_ORANGE_NOTIFY_URL", NOTIFY_URL)

@@ -118,6 +118,7 @@ async def test_sigterm_stops_the_command(
     env.update(
         SMSRX_DATABASE_URL=database_url,
         SMSRX_ORANGE_API_URL=fake.url,
+        SMSRX_INSECURE_PROVIDER_URLS="1",  # the fake serves plain HTTP
         SMSRX_ORANGE_AUTH_HEADER=AUTH_HEADER,
         SMSRX_ORANGE_SENDER=SENDER,
         SMSRX_ORANGE_NOTIFY_URL=NOTIFY_URL,

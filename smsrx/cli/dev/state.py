@@ -22,8 +22,9 @@ __all__ = ["EXPLICIT", "FILE_NAME", "RunningStack", "dev_defaults", "find_runnin
 FILE_NAME = "dev.json"
 
 EXPLICIT = ("SMSRX_KAFKA_BOOTSTRAP", "SMSRX_DATABASE_URL")
-"""Setting either of these says which services to use: the file is then not read at all,
-so a command never mixes the stack's broker with another database, or the reverse."""
+"""Setting either of these (or ``SMSRX_DATABASE_URL_FILE``) says which services to use: the
+file is then not read at all, so a command never mixes the stack's broker with another
+database, or the reverse."""
 
 
 def _shared_settings(settings: Settings) -> dict[str, str]:
@@ -96,7 +97,7 @@ def find_running(environ: Mapping[str, str]) -> RunningStack | None:
 def dev_defaults(environ: Mapping[str, str]) -> tuple[dict[str, str], RunningStack | None]:
     """``environ`` over a running stack's settings, and that stack; ``environ`` alone, and
     None, when it sets SMSRX_KAFKA_BOOTSTRAP or SMSRX_DATABASE_URL or no stack runs."""
-    if any(environ.get(name, "").strip() for name in EXPLICIT):
+    if any(environ.get(name, "").strip() for name in (*EXPLICIT, "SMSRX_DATABASE_URL_FILE")):
         return dict(environ), None
     stack = find_running(environ)
     if stack is None:
