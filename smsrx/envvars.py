@@ -37,7 +37,7 @@ __all__ = [
     "parse_duration",
     "parse_networks",
     "setting",
-    "settings_class",
+    "settings_group",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -260,7 +260,7 @@ def setting(
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field, setting))
-def settings_class(cls: type[_T]) -> type[_T]:
-    """``@dataclass(frozen=True, slots=True)``, telling type checkers that a field
-    declared with :func:`setting` has a default."""
-    return dataclass(frozen=True, slots=True)(cls)
+def settings_group(cls: type[_T]) -> type[_T]:
+    """``@dataclass(frozen=True)``, telling type checkers that a field declared with
+    :func:`setting` has a default. Without slots: ``Settings`` inherits several groups."""
+    return dataclass(frozen=True)(cls)

@@ -29,7 +29,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from smsrx.errors import EXIT_NO_IDEMPOTENCE, SmsrxError
-from smsrx.settings import ConfigError, Settings
+from smsrx.settings import ConfigError, KafkaSettings, Settings
 
 __all__ = [
     "BrokerWithoutIdempotence",
@@ -45,7 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def security_options(settings: Settings) -> dict[str, Any]:
+def security_options(settings: KafkaSettings) -> dict[str, Any]:
     """The options of every aiokafka client for ``SMSRX_KAFKA_SECURITY_PROTOCOL``: TLS
     that verifies the brokers against ``SMSRX_KAFKA_CA_FILE`` (or the system's CAs), and
     with SASL_SSL the mechanism, user and password."""
@@ -69,7 +69,7 @@ def security_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica, with bounded requests."""
     timeout_ms = max(1000, int(settings.kafka_send_timeout * 1000))
     options: dict[str, Any] = {
@@ -105,7 +105,7 @@ class BrokerWithoutIdempotence(SmsrxError):
         super().__init__(self.message)
 
 
-async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None:
+async def start_producer(producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
     """Start ``producer``, or stop it again and raise: :class:`BrokerWithoutIdempotence`
     when the broker refuses the idempotent producer, else aiokafka's error."""
     try:
@@ -140,7 +140,7 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **options)
 
 
-def make_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+def make_admin(settings: KafkaSettings, **overrides: Any) -> AIOKafkaAdminClient:
     """An admin client (topics, cluster metadata), its requests bounded by the send timeout."""
     options: dict[str, Any] = {
         **security_options(settings),
@@ -160,7 +160,7 @@ async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, limit: float
         logger.warning("kafka client stop timed out after %.1fs; abandoning it", limit)
 
 
-async def create_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
+async def create_topics(settings: KafkaSettings, extra: Iterable[str] = ()) -> list[str]:
     """Create every smsrx topic, and the ``extra`` ones (per-route topics), that does not
     exist yet; return those created."""
     admin = make_admin(settings)
