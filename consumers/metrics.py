@@ -28,13 +28,11 @@ __all__ = [
     "OPTOUTS",
     "OPTOUT_CHECKS",
     "OUTBOX_PENDING",
-    "PRUNE_DELETED",
     "REBALANCES",
     "REGRESSIONS",
     "STATUS_CHANGES",
     "STATUS_CHANGES_PUBLISHED",
     "SUPPRESSED",
-    "TABLE_OLDEST_AGE",
 ]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -137,20 +135,6 @@ EXPIRY_SWEEP_DURATION = Histogram(
     "smsrx_expiry_sweep_duration_seconds",
     "Time of one expiry sweep",
     buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
-)
-
-# --- retention (the process that prunes: status-projection) ------------------------
-
-PRUNE_DELETED = Counter(
-    "smsrx_prune_deleted_rows_total",
-    "Rows deleted past their retention, by table (inbound_messages.text: texts erased)",
-    ["table"],
-)
-TABLE_OLDEST_AGE = Gauge(
-    "smsrx_table_oldest_row_age_seconds",
-    "Age of a table's oldest row, by the time its retention counts from, as the last prune "
-    "pass left it (it keeps ageing until the next pass)",
-    ["table"],
 )
 
 # --- analytics ------------------------------------------------------------------

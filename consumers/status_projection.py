@@ -3,8 +3,8 @@
 Consumes delivery receipts, submissions and inbound SMS; keeps, in PostgreSQL, the
 current status of every recipient (by precedence, never by arrival order), the full
 receipt history, submissions and inbound messages; publishes every change of current
-status to ``sms.message-status.v1`` through the outbox; and runs the expiry sweep and,
-every ``SMSRX_PRUNE_INTERVAL``, the prune (:mod:`consumers.pruning`).
+status to ``sms.message-status.v1`` through the outbox; and runs the expiry sweep. It
+never prunes: ``smsrx db prune --every`` does, as its own role (:mod:`smsrx.prune_job`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from consumers.projection_sql import (
     insert_receipts,
     insert_submissions,
 )
-from consumers.pruning import PruneJob
 from consumers.worker import Worker
 from smsrx.codec import decode_delivery_receipt, decode_inbound, decode_submission
 from smsrx.db import is_transient_db_error
@@ -87,8 +86,7 @@ class StatusProjection(Worker):
         }
 
     async def on_start(self) -> None:
-        """Start the producer, publish what a crash left in the outbox, start the sweep
-        and the periodic prune."""
+        """Start the producer, publish what a crash left in the outbox, start the sweep."""
         assert self.pool is not None
         producer = make_producer(self.settings)
         self.producer = producer
@@ -102,8 +100,6 @@ class StatusProjection(Worker):
         self.sweeper = ExpirySweeper(self.settings, self.pool, producer)
         if self.expiry_sweep:
             self.spawn(self.sweeper.run_forever(), name="expiry-sweep")
-        if self.settings.prune_interval > 0:
-            self.spawn(PruneJob(self.settings).run_forever(), name="prune")
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch) -> Applied:
         """Apply submissions, then receipts, then inbound SMS, deduplicated by event_id."""

@@ -6,13 +6,12 @@ in small batches that never hold a lock for long.
   (``SKIP LOCKED``); a later pass takes them. The rows are found through an index on the
   rule's column (``smsrx/migrations/0006_retention.sql``), never by scanning the table.
 - A session advisory lock lets one prune run at a time, whoever starts it (``smsrx db
-  prune``, or a status-projection replica every ``SMSRX_PRUNE_INTERVAL``); the other
-  gets ``None`` at once.
+  prune`` by hand, or ``smsrx db prune --every``); the other gets ``None`` at once.
 - The connection (:func:`connect_for_prune`) waits at most 5 s for a table lock (a
   migration, say) and then fails, rather than queue the workers behind it.
 
 :func:`prune` returns what it did as data (:class:`PruneReport`); the command line turns
-it into text, the worker into metrics and a log line.
+it into text, :mod:`smsrx.prune_job` into metrics and a log line.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class DatabaseSettings:
 
 @settings_group
 class RetentionSettings:
-    """How long each kind of row is kept, and how often the prune runs."""
+    """How long each kind of row is kept (``smsrx db prune`` deletes what is older)."""
 
     retain_dedup: float = setting(
         "SMSRX_RETAIN_DEDUP",
@@ -178,10 +178,4 @@ class RetentionSettings:
         default="400d",
         kind=_RETENTION,
         help="how long the analytics rollups (per minute, per hour) are kept",
-    )
-    prune_interval: float = setting(
-        "SMSRX_PRUNE_INTERVAL",
-        default="1h",
-        kind=DURATION,
-        help="how often status-projection prunes what is past its retention; 0 turns it off",
     )

@@ -83,6 +83,12 @@ class ProcessSettings:
         kind=PORT,
         help="inbound worker's /metrics and opt-out read API (GET /v1/optouts/{e164}) port",
     )
+    prune_metrics_port: int = setting(
+        "SMSRX_PRUNE_METRICS_PORT",
+        default=9106,
+        kind=PORT,
+        help="/metrics port of 'smsrx db prune --every'",
+    )
     shutdown_timeout: float = setting(
         "SMSRX_SHUTDOWN_TIMEOUT",
         default="10s",

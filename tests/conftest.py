@@ -1,6 +1,7 @@
 """Session fixtures: one real Kafka-protocol broker and one real PostgreSQL for the run.
 
-Each test gets a fresh topic prefix (so fresh topics) and empty tables.
+Each test gets a fresh topic prefix (so fresh topics) and empty tables. The logins of
+the least-privilege tests (tests/test_roles*.py) are here too, shared by their modules.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from smsrx.kafka import create_topics
 from smsrx.settings import Settings
 from smsrx.topics import Topics
 from tests.helpers import truncate
+from tests.roles_harness import GROUPS, OPS_POSTGRES, login_url, run_psql
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -124,3 +126,43 @@ async def settings_factory(
 def settings(settings_factory: Callable[..., Settings]) -> Settings:
     """Default test settings: real broker and database, fresh topics."""
     return settings_factory()
+
+
+# --- least privilege (tests/test_roles*.py): logins in each group role ----------------
+
+
+@pytest.fixture(scope="module")
+async def logins(migrated: str) -> dict[str, str]:
+    """A login per group role (``test_<service>``) and grafana_reader: their URLs, by group."""
+    conn = await asyncpg.connect(migrated)
+    try:
+        for group in GROUPS:
+            if group == "smsrx_grafana":
+                continue
+            login = group.replace("smsrx_", "test_")
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", login):
+                await conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE "{group}"')
+    finally:
+        await conn.close()
+    run_psql(migrated, OPS_POSTGRES / "initdb" / "grafana-reader.psql", reader_password="x")
+    urls = {g: login_url(migrated, g.replace("smsrx_", "test_")) for g in GROUPS}
+    urls["smsrx_grafana"] = login_url(migrated, "grafana_reader")
+    return urls
+
+
+@pytest.fixture
+async def connect(
+    logins: dict[str, str], database_url: str
+) -> AsyncIterator[Callable[[str], Awaitable[asyncpg.Connection]]]:
+    """Connect as a group's login to the emptied test database; closed at teardown."""
+    opened: list[asyncpg.Connection] = []
+
+    async def open_as(group: str) -> asyncpg.Connection:
+        conn = await asyncpg.connect(logins[group])
+        opened.append(conn)
+        return conn
+
+    yield open_as
+    for conn in opened:
+        if not conn.is_closed():
+            conn.terminate()

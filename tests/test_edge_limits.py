@@ -159,7 +159,10 @@ async def test_connections_past_the_cap_are_closed_at_once(capped) -> None:
     once the silent ones time out, callbacks get 200 again."""
     live, log = capped
     held = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(40)]
-    await asyncio.sleep(0.5)  # every one accepted: the process is at its cap
+    deadline = time.monotonic() + 10
+    while live.metric("smsrx_receiver_connections") < 40:  # every one accepted: at its cap
+        assert time.monotonic() < deadline, "the receiver never accepted the 40 connections"
+        await asyncio.sleep(0.05)
     before = live.metric("smsrx_receiver_connections_refused_total")
     for _ in range(25):
         try:  # the reset can arrive before the connect call returns

@@ -85,8 +85,9 @@ GRANT SELECT, INSERT, UPDATE ON orange_subscriptions TO smsrx_reconciler;
 -- prune (smsrx/retention.py, smsrx/prune.py): deletes what is past its retention and
 -- blanks the text of old inbound SMS. It locks the rows of a batch FOR UPDATE SKIP LOCKED,
 -- which needs UPDATE on one column of each table: the time its retention counts from.
--- The suppression list, the outbox and the subscriptions are never pruned.
--- status-projection runs the prune every SMSRX_PRUNE_INTERVAL, so it is a member.
+-- The suppression list, the outbox and the subscriptions are never pruned. Only
+-- `smsrx db prune` (by hand, or --every in its own process) runs as this role: no
+-- service is a member of it.
 GRANT SELECT, DELETE ON receiver_dedup, analytics_processed_events, inbound_routed,
     status_events, recipient_status, submissions, inbound_messages,
     analytics_receipts_minute, analytics_inbound_minute, analytics_outcomes_minute,
@@ -109,7 +110,6 @@ BEGIN
         GRANT UPDATE (text_erased_at) ON inbound_messages TO smsrx_prune;
     END IF;
 END $$;
-GRANT smsrx_prune TO smsrx_status_projection;
 
 -- Grafana reads aggregates only: the analytics rollups and views (counts by minute,
 -- provider, country and status) and the two views below. Never a phone number, an SMS

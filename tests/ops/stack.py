@@ -45,6 +45,7 @@ JOBS = {
     "analytics": "smsrx-analytics",
     "subscriptions": "smsrx-subscriptions",
     "inbound": "smsrx-inbound",
+    "prune": "smsrx-prune",
 }
 """Process name in dev.json -> Prometheus job name in ops/prometheus/prometheus.yml."""
 

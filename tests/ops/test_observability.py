@@ -69,7 +69,7 @@ def test_traffic_got_every_kind_of_answer(obs: Observation) -> None:
 
 
 def test_prometheus_scrapes_every_process(obs: Observation) -> None:
-    """Prometheus scrapes the receiver, the three workers and the reconciler, with the compose job names."""
+    """Prometheus scrapes the receiver, the three workers, the reconciler and the prune, with the compose job names."""
     targets = obs.prometheus.api("targets")["activeTargets"]
     assert {t["labels"]["job"] for t in targets} == {
         "smsrx-receiver",
@@ -77,6 +77,7 @@ def test_prometheus_scrapes_every_process(obs: Observation) -> None:
         "smsrx-analytics",
         "smsrx-subscriptions",
         "smsrx-inbound",
+        "smsrx-prune",
     }
     assert all(t["health"] == "up" for t in targets), targets
 

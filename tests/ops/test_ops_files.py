@@ -1,15 +1,14 @@
-"""The operations files, checked without a Docker engine or a running stack.
+"""The operations files, checked without a Docker engine or a running stack: here
+docker-compose.yml and the Dockerfile.
 
 docker-compose.yml is read as Compose reads it (tests/ops/compose.py); every file and
-command it names must exist in the repository; the Prometheus rules go through
-promtool (check and unit tests); the dashboards are checked for titles, units and
-datasources. Their queries are run for real in test_observability.py.
+command it names must exist in the repository. The Prometheus rules and the Grafana
+dashboards are checked in test_ops_files_monitoring.py.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 import tomllib
 from graphlib import TopologicalSorter
 
@@ -18,8 +17,8 @@ import yaml
 
 from smsrx.cli import build_parser
 from smsrx.settings import VARIABLES
-from tests.ops import compose, grafana
-from tests.ops.stack import OPS, require_tool
+from tests.ops import compose
+from tests.ops.stack import OPS
 
 ROOT = compose.ROOT
 METRICS_PORT_VARIABLE = {
@@ -28,13 +27,8 @@ METRICS_PORT_VARIABLE = {
     "analytics": "SMSRX_ANALYTICS_METRICS_PORT",
     "subscriptions": "SMSRX_SUBSCRIPTIONS_METRICS_PORT",
     "inbound": "SMSRX_INBOUND_METRICS_PORT",
+    "prune": "SMSRX_PRUNE_METRICS_PORT",
 }
-
-
-@pytest.fixture(scope="module")
-def project() -> compose.Project:
-    """docker-compose.yml, interpolated from .env.example."""
-    return compose.load()
 
 
 def smsrx_services(project: compose.Project) -> dict[str, dict]:
@@ -48,9 +42,9 @@ def one_shot(service: dict) -> bool:
 
 
 def role(name: str, service: dict) -> str:
-    """receiver, status-projection, analytics, inbound, subscriptions (or a one-shot's command)."""
+    """receiver, status-projection, analytics, inbound, subscriptions, prune (or a one-shot's command)."""
     command = service["command"]
-    if command[0] == "consumer":
+    if command[0] == "consumer" or command[:2] == ["db", "prune"]:
         return command[1]
     return "subscriptions" if command[0] == "subscriptions" else command[0]
 
@@ -59,7 +53,7 @@ def role(name: str, service: dict) -> str:
 
 
 def test_compose_has_every_service_of_the_deployment(project: compose.Project) -> None:
-    """Kafka x3 and their certificates and ACLs, PostgreSQL, migrations, logins, topics, 2 receivers, the three workers, the reconciler, Prometheus, Grafana and its watchdog."""
+    """Kafka x3 and their certificates and ACLs, PostgreSQL, migrations, logins, topics, 2 receivers, the three workers, the reconciler, the prune, Prometheus, Grafana and its watchdog."""
     assert set(project.services) == {
         "kafka-1",
         "kafka-2",
@@ -77,6 +71,7 @@ def test_compose_has_every_service_of_the_deployment(project: compose.Project) -
         "analytics",
         "inbound",
         "subscriptions",
+        "prune",
         "prometheus",
         "grafana",
     }
@@ -110,7 +105,7 @@ def test_app_services_wait_for_the_cluster_database_migrations_and_topics(
 ) -> None:
     """Receivers and workers start only once Kafka and PostgreSQL are healthy and migrate/topics completed."""
     for name, service in smsrx_services(project).items():
-        if one_shot(service) or name == "subscriptions":
+        if one_shot(service) or name in ("subscriptions", "prune"):
             continue
         assert set(compose.depends_on(service)) >= {
             "kafka-1",
@@ -120,7 +115,8 @@ def test_app_services_wait_for_the_cluster_database_migrations_and_topics(
             "migrate",
             "topics",
         }, name
-    assert set(compose.depends_on(project.services["subscriptions"])) >= {"postgres", "migrate"}
+    for name in ("subscriptions", "prune"):  # no Kafka: the database and its logins only
+        assert set(compose.depends_on(project.services[name])) >= {"postgres", "migrate"}, name
     assert set(compose.depends_on(project.services["grafana"])) >= {"prometheus", "postgres"}
 
 
@@ -264,169 +260,3 @@ def test_dockerfile_copies_every_package_and_runs_unprivileged() -> None:
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
-
-
-# --- Prometheus rules ------------------------------------------------------------------
-
-
-def test_promtool_check_rules_is_clean() -> None:
-    """`promtool check rules ops/prometheus/alerts.yml` succeeds."""
-    result = subprocess.run(
-        [require_tool("promtool"), "check", "rules", str(OPS / "alerts.yml")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
-
-
-def test_promtool_rule_unit_tests_pass() -> None:
-    """Each alert fires on the series of its incident and stays quiet on a look-alike (promtool test rules)."""
-    result = subprocess.run(
-        [require_tool("promtool"), "test", "rules", str(OPS / "alerts_test.yml")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    tested = {
-        t["alertname"]
-        for case in yaml.safe_load((OPS / "alerts_test.yml").read_text())["tests"]
-        for t in case["alert_rule_test"]
-    }
-    rules = {
-        r["alert"]
-        for g in yaml.safe_load((OPS / "alerts.yml").read_text())["groups"]
-        for r in g["rules"]
-    }
-    assert tested == rules
-
-
-def test_promtool_check_config_is_clean() -> None:
-    """`promtool check config` accepts the compose Prometheus configuration and its rule file."""
-    result = subprocess.run(
-        [require_tool("promtool"), "check", "config", str(OPS / "prometheus.yml")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_every_alert_has_severity_summary_and_runbook_in_the_docs() -> None:
-    """Each alert has a severity, a summary, a description and a runbook line whose section exists in docs/operations.md."""
-    doc = (ROOT / "docs" / "operations.md").read_text()
-    for group in yaml.safe_load((OPS / "alerts.yml").read_text())["groups"]:
-        for rule in group["rules"]:
-            assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
-            notes = rule["annotations"]
-            assert {"summary", "description", "runbook"} <= set(notes), rule["alert"]
-            assert f"docs/operations.md#{rule['alert'].lower()}" in notes["runbook"]
-            assert f"### {rule['alert']}" in doc, (
-                f"docs/operations.md has no runbook for {rule['alert']}"
-            )
-
-
-# --- Grafana ---------------------------------------------------------------------------
-
-
-def test_provisioning_has_fixed_uids_and_points_at_the_mounted_dashboards(
-    project: compose.Project,
-) -> None:
-    """Datasources have fixed uids (Prometheus and PostgreSQL); the dashboards provider reads the mounted folder."""
-    uids = grafana.datasource_uids()
-    assert sorted(uids.values()) == sorted([grafana.PROMETHEUS, grafana.POSTGRES])
-    providers = yaml.safe_load((grafana.PROVISIONING / "dashboards" / "smsrx.yml").read_text())[
-        "providers"
-    ]
-    mounts = {t: s for (s, t, _) in compose.bind_mounts(project.services["grafana"])}
-    assert mounts[providers[0]["options"]["path"]] == "./grafana/dashboards"
-    env = compose.environment(project.services["grafana"])
-    for path in (grafana.PROVISIONING / "datasources").glob("*.yml"):
-        for var in re.findall(r"\$\{(\w+)\}", path.read_text()):
-            assert var in env, f"{path.name} needs {var} in grafana's environment"
-
-
-def test_dashboards_are_the_three_and_well_formed() -> None:
-    """Ingestion, Delivery and Pipeline health, each with a fixed uid, unique panel ids and a title."""
-    boards = grafana.dashboards()
-    assert set(boards) == {"ingestion", "delivery", "pipeline-health"}
-    assert len({b["uid"] for b in boards.values()}) == 3
-    for name, board in boards.items():
-        assert board["title"] and board["schemaVersion"] >= 36, name
-        ids = [p["id"] for p in board["panels"]]
-        assert len(ids) == len(set(ids)), name
-
-
-@pytest.mark.parametrize("panel", list(grafana.panels()), ids=lambda p: p.id)
-def test_panel_has_title_unit_and_a_provisioned_datasource(panel: grafana.Panel) -> None:
-    """A title, a unit (or value mappings that name each state), and a provisioned datasource for each query."""
-    uids = grafana.datasource_uids()
-    assert len(panel.title) > 8 and panel.raw.get("description")
-    defaults = panel.raw["fieldConfig"]["defaults"]
-    assert panel.unit and (panel.unit != "none" or defaults.get("mappings")), panel.id
-    assert uids.get(panel.raw["datasource"]["uid"]) == panel.datasource_type
-    for target in panel.targets:
-        assert uids.get(target["datasource"]["uid"]) == target["datasource"]["type"]
-        if panel.datasource_type == grafana.PROMETHEUS:
-            assert target["expr"].strip()
-        else:
-            assert target["rawSql"].strip() and target["format"] in {"table", "time_series"}
-
-
-def test_required_panels_are_present() -> None:
-    """The panels the operations issue asks for are on the right dashboards."""
-    titles = {
-        name: " | ".join(p.title for p in grafana.panels() if p.dashboard == name).lower()
-        for name in grafana.dashboards()
-    }
-    for name, words in {
-        "ingestion": [
-            "per second, by provider and outcome",
-            "p50, p95, p99",
-            "refusals",
-            "duplicate rate",
-            "publish latency",
-            "503",
-        ],
-        "delivery": [
-            "delivery rate, by provider and country",
-            "by status",
-            "since submission",
-            "since the first receipt",
-            "without a final status",
-            "expired",
-            "inbound",
-            "suppressed numbers",
-            "opt-outs and opt-ins per minute, by keyword",
-            "opt-outs and opt-ins per minute, by provider",
-            "opt-outs and opt-ins per minute, by country",
-            "routed per second, by route",
-            "opt-out checks per second, by answer",
-        ],
-        "pipeline-health": [
-            "consumer lag",
-            "processed per second",
-            "errors",
-            "orange subscription",
-            "processes up",
-        ],
-    }.items():
-        for word in words:
-            assert word in titles[name], f"{name}: no panel about {word!r}"
-
-
-def test_sql_macros_expand_like_grafana() -> None:
-    """The check expands $__timeFilter and $__timeGroupAlias to the SQL Grafana's PostgreSQL datasource sends."""
-    from datetime import UTC, datetime
-
-    start, end = datetime(2026, 3, 2, 9, 0, tzinfo=UTC), datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    assert grafana.sql(
-        "SELECT $__timeGroupAlias(minute, '5m') WHERE $__timeFilter(minute)", start, end
-    ) == (
-        'SELECT floor(extract(epoch from minute)/300)*300 AS "time" '
-        "WHERE minute BETWEEN '2026-03-02T09:00:00Z' AND '2026-03-02T10:00:00Z'"
-    )
-    with pytest.raises(ValueError, match="unixEpochFilter"):
-        grafana.sql("WHERE $__unixEpochFilter(t)", start, end)

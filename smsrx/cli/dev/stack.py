@@ -50,6 +50,7 @@ def serving_ports(settings: Settings) -> dict[str, int]:
         "SMSRX_ANALYTICS_METRICS_PORT": settings.analytics_metrics_port,
         "SMSRX_INBOUND_METRICS_PORT": settings.inbound_metrics_port,
         "SMSRX_SUBSCRIPTIONS_METRICS_PORT": settings.subscriptions_metrics_port,
+        "SMSRX_PRUNE_METRICS_PORT": settings.prune_metrics_port,
     }
 
 

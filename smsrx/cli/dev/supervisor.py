@@ -2,8 +2,8 @@
 
 Through the launcher (:mod:`smsrx.cli.dev.stack`) it starts PostgreSQL and the
 Kafka-protocol broker from their wheels, applies the migrations, creates the topics,
-makes a certificate, then runs the receiver and every worker as child processes with
-the same ``SMSRX_*`` settings production uses. Here: the operator's ports, ``dev.json``,
+makes a certificate, then runs the receiver, every worker and the periodic prune as
+child processes with the same ``SMSRX_*`` settings production uses. Here: the operator's ports, ``dev.json``,
 restarts with backoff of a child that dies, the signals, and the addresses printed.
 Ctrl-C or SIGTERM stops everything, children first; every child also dies with the
 supervisor (Linux parent-death signal), so nothing is left behind even if it is SIGKILLed.
@@ -131,6 +131,8 @@ def _services(stack: Stack, settings: Settings, with_subscriptions: bool) -> lis
         _Service(stack, "status-projection", ("consumer", "status-projection")),
         _Service(stack, "analytics", ("consumer", "analytics")),
         _Service(stack, "inbound", ("consumer", "inbound")),
+        # Its first pass runs at start, so the retention metrics exist at once.
+        _Service(stack, "prune", ("db", "prune", "--every", "1h")),
     ]
     from subscriptions.orange_settings import skip_reason
 
@@ -157,6 +159,7 @@ def _addresses(settings: Settings, ca_file: Path) -> dict[str, object]:
             "analytics": metrics % settings.analytics_metrics_port,
             "inbound": metrics % settings.inbound_metrics_port,
             "subscriptions": metrics % settings.subscriptions_metrics_port,
+            "prune": metrics % settings.prune_metrics_port,
         },
         "optouts_url": f"http://{settings.metrics_host}:{settings.inbound_metrics_port}/v1/optouts/",
         "kafka_bootstrap": settings.kafka_bootstrap,
