@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 
 from consumers.analytics import Analytics
 from consumers.batches import Batch
+from consumers.inbound import Inbound
 from consumers.status_projection import StatusProjection
 from receiver.adapters import orange, vavasms
 from receiver.errors import BadRequest, UnsupportedMediaType
-from smsrx.codec import decode_status_change, encode
-from smsrx.events import DeliveryReceipt
+from smsrx.codec import decode_opt_out, decode_status_change, encode
+from smsrx.events import DeliveryReceipt, InboundMessage
+from smsrx.kafka import make_producer
 from smsrx.settings import Settings
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -188,6 +190,10 @@ def orange_callbacks(draw: st.DrawFn) -> tuple[str, bytes]:
     return JSON, _json_body(doc, draw(st.booleans()))
 
 
+KEYWORDS = st.sampled_from(["STOP", "Arrêt !", "stop please", "START", "Oui merci", "DÉSABONNER"])
+"""Opt-out and opt-in texts, so that the inbound worker's opt-out path is drawn too."""
+
+
 def _vavasms_fields(
     ids: st.SearchStrategy[Any],
     phones: st.SearchStrategy[Any],
@@ -196,7 +202,12 @@ def _vavasms_fields(
 ) -> st.SearchStrategy[dict[str, Any]]:
     return st.sampled_from(["from", "form"]).flatmap(
         lambda sender: st.fixed_dictionaries(
-            {"message_id": ids, sender: phones, "content": texts(200), "sms_date": dates},
+            {
+                "message_id": ids,
+                sender: phones,
+                "content": mostly(texts(200), KEYWORDS),
+                "sms_date": dates,
+            },
             optional={"extra": extras},
         )
     )
@@ -235,6 +246,16 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
+@pytest.fixture
+async def inbound(settings_factory: Callable[..., Settings]) -> AsyncIterator[Inbound]:
+    """The inbound worker, with its producer on the test broker (it publishes as it applies)."""
+    worker = Inbound(settings_factory(), handle_signals=False)
+    worker.producer = make_producer(worker.settings)
+    await worker.producer.start()
+    yield worker
+    await worker.producer.stop()
+
+
 @pytest.mark.parametrize("carrier", list(CARRIERS))
 @settings(
     max_examples=250,
@@ -242,12 +263,17 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-async def test_what_an_adapter_accepts_both_workers_store(
-    carrier: str, database_url: str, conn: asyncpg.Connection, data: st.DataObject
+async def test_what_an_adapter_accepts_every_worker_stores(
+    carrier: str,
+    database_url: str,
+    conn: asyncpg.Connection,
+    inbound: Inbound,
+    data: st.DataObject,
 ) -> None:
     """Every payload an adapter accepts encodes, decodes with each worker's decoder, and is
-    applied by status-projection and then analytics (with the status changes it made)
-    against the real PostgreSQL, with nothing refused as invalid."""
+    applied by status-projection, then analytics (with the status changes it made), then
+    the inbound worker (with the opt-outs it derives) against the real PostgreSQL, with
+    nothing refused as invalid."""
     parse, callbacks = CARRIERS[carrier]
     content_type, body = data.draw(callbacks, label="callback")
     try:
@@ -287,5 +313,20 @@ async def test_what_an_adapter_accepts_both_workers_store(
             conn, Batch(items + [(topics.message_status, c) for c in changes])
         )
         assert not counted.invalid
+        messages = [(t, e) for t, e in items if isinstance(e, InboundMessage)]
+        if messages:
+            routed = await inbound.apply(conn, Batch(messages))
+            assert not routed.invalid
+            opt_outs = [
+                (inbound.settings.topics.opt_outs, decode_opt_out(value))
+                for _, message in messages
+                for topic, _, value in inbound._records(
+                    message, inbound.rules.decide(message.content)
+                )
+                if topic == inbound.settings.topics.opt_outs
+            ]
+            if opt_outs:
+                event("opt-out")
+                assert not (await inbound.apply(conn, Batch(opt_outs))).invalid
     finally:
         await transaction.rollback()
