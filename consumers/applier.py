@@ -42,7 +42,7 @@ from consumers.isolation import isolate
 from consumers.offsets import GAP_TRIES, Offsets
 from smsrx.backoff import delays
 from smsrx.deadletter import encode_dead_letter
-from smsrx.privacy import mask_phone
+from smsrx.privacy import Masked
 from smsrx.produce import produce_all
 from smsrx.settings import Settings
 
@@ -299,6 +299,6 @@ class Applier(abc.ABC):
                 record.topic,
                 record.partition,
                 record.offset,
-                mask_phone(r.reason),
+                Masked(r.reason),
             )
         return True

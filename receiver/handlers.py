@@ -24,7 +24,7 @@ from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTi
 from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, REPLAYER, SETTINGS
 from receiver.logthrottle import LogThrottle
 from smsrx.clock import utcnow
-from smsrx.privacy import mask_phone
+from smsrx.privacy import Masked
 from smsrx.settings import Network, Settings
 
 __all__ = ["callback_handler", "healthz", "readyz"]
@@ -110,7 +110,7 @@ def callback_handler(route: Route) -> Handler:
                     route.provider,
                     source,
                     exc.outcome,
-                    mask_phone(exc.detail),
+                    Masked(exc.detail),
                 )
             raise
 

@@ -35,7 +35,7 @@ from receiver import metrics
 from receiver.errors import Refused, Unavailable
 from smsrx.batching import Batcher
 from smsrx.kafka import make_producer, stop_bounded
-from smsrx.privacy import mask_phone
+from smsrx.privacy import Masked
 from smsrx.produce import REFUSED_FOR_GOOD, Outcome, Record, produce
 from smsrx.settings import Settings
 
@@ -134,7 +134,7 @@ class Publisher:
                 "publish timed out after %.1fs topic=%s key=%s",
                 self.timeout,
                 topic,
-                mask_phone(key.decode(errors="replace")),
+                Masked(key.decode(errors="replace")),
             )
             raise Unavailable("the event broker did not acknowledge in time; retry later") from None
         except _NotReady:

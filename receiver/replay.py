@@ -39,7 +39,7 @@ from receiver.publisher import Publisher
 from receiver.spool import Spool
 from receiver.spool_frames import Entry
 from smsrx.deadletter import DeadLetter, encode_dead_letter
-from smsrx.privacy import mask_phone
+from smsrx.privacy import Masked
 
 __all__ = ["QUARANTINE", "Replayer"]
 
@@ -211,8 +211,8 @@ class Replayer:
                     "spool record refused for good, sent to %s: topic=%s key=%s reason=%s",
                     topic,
                     entry.topic,
-                    mask_phone(entry.key.decode(errors="replace")),
-                    mask_phone(reason),
+                    Masked(entry.key.decode(errors="replace")),
+                    Masked(reason),
                 )
                 return
         path = self.spool.directory / QUARANTINE
@@ -224,8 +224,8 @@ class Replayer:
             topic,
             path,
             entry.topic,
-            mask_phone(entry.key.decode(errors="replace")),
-            mask_phone(kept.reason),
+            Masked(entry.key.decode(errors="replace")),
+            Masked(kept.reason),
         )
 
     def _remember(self, entries: list[Entry]) -> None:

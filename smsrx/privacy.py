@@ -19,7 +19,7 @@ import secrets
 
 import phonenumbers
 
-__all__ = ["ERASED_PREFIX", "erasure_token", "is_erased", "mask_number", "mask_phone"]
+__all__ = ["ERASED_PREFIX", "Masked", "erasure_token", "is_erased", "mask_number", "mask_phone"]
 
 ERASED_PREFIX = "erased:"
 """How every erased number starts: ``erased:CIV:5f0c9d1e2a3b4c5d``."""
@@ -56,6 +56,19 @@ def mask_phone(text: str, *, bare: bool = True) -> str:
     ``bare`` is False, 8 to 15 digits standing alone (``2250700000001``)."""
     text = _INTERNATIONAL.sub(_masked, text)
     return _BARE.sub(_masked, text) if bare else text
+
+
+class Masked:
+    """``text`` masked as :func:`mask_phone` masks it, only when a log line is written:
+    pass it as a ``%s`` argument, so a record the level or a throttle drops costs nothing."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return mask_phone(self.text)
 
 
 def erasure_token(country: str) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from smsrx.privacy import mask_phone
+from smsrx.privacy import Masked
 from smsrx.settings import Settings
 from subscriptions import metrics
 from subscriptions.errors import OrangeError, Timeout, Unauthorized, Unreachable
@@ -218,7 +218,7 @@ class OrangeClient:
         logger.debug(
             "orange %s %s -> %d in %.3fs",
             method,
-            mask_phone(path),  # the sender's address is in the path
+            Masked(path),  # the sender's address is in the path
             response.status,
             time.monotonic() - started,
         )

@@ -118,3 +118,22 @@ def test_secrets_stay_out_of_doctor_and_help(tmp_path: Path) -> None:
     assert "127.0.0.1" in outputs[0] and "SMSRX_ORANGE_AUTH_HEADER_FILE" in outputs[2]
     for output in outputs:
         assert "hunter2" not in output and "c2VjcmV0LWhlYWRlcg" not in output, output
+
+
+def test_masked_log_arguments_mask_only_when_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Masked argument masks bare digits when the line is written, and nothing otherwise."""
+    import logging
+
+    from smsrx import privacy
+
+    calls: list[str] = []
+    real = privacy.mask_phone
+    monkeypatch.setattr(
+        privacy, "mask_phone", lambda text, **kw: calls.append(text) or real(text, **kw)
+    )
+    logger = logging.getLogger("tests.masked")
+    logger.setLevel(logging.WARNING)
+    logger.debug("dropped %s", privacy.Masked("2250700000001"))
+    assert calls == []
+    assert str(privacy.Masked("key 2250700000001")) == "key 2250700****01"
+    assert calls == ["key 2250700000001"]
