@@ -119,12 +119,10 @@ class Keywords:
 
     def match(self, text: str) -> Match | None:
         """The keyword ``text`` is, or None (rule 2)."""
-        words = normalise(text)
+        return self.match_words(normalise(text))
+
+    def match_words(self, words: list[str]) -> Match | None:
+        """The keyword the normalised ``words`` of a text are, or None (rule 2)."""
         if not words or len(words) > self.max_words:
             return None
         return self._table.get(words[0])
-
-    def first_word(self, text: str) -> str | None:
-        """The normalised first word of ``text``, for routing by keyword."""
-        words = normalise(text)
-        return words[0] if words else None

@@ -105,10 +105,10 @@ class Rules:
 
     def decide(self, text: str, recipient: str | None = None) -> Decision:
         """The route of a message with ``text``, sent to ``recipient`` if known."""
-        match = self.keywords.match(text)
+        words = normalise(text)
+        match = self.keywords.match_words(words)
         if match is not None and match.action is Action.OPT_OUT:
             return Decision(OPT_OUT_ROUTE, optout=match)
-        words = normalise(text)
         first = words[0] if words else None
         to = _digits(recipient) if recipient else None
         for route in self.routes:
