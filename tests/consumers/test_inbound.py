@@ -203,3 +203,46 @@ async def test_read_api_answers_from_the_suppression_list(runner, settings, db) 
         async with http.get("/v1/optouts/not-a-number") as resp:
             assert (resp.status, (await resp.json())["error"]) == (400, "invalid_phone")
     await runner.stop(worker)
+
+
+async def test_a_broker_gone_mid_batch_routes_nothing_until_it_publishes(settings, db) -> None:
+    """When the routed records cannot be published, the batch is rolled back (nothing marked
+    routed) and retried; once the broker takes them, the message is routed exactly once."""
+    from consumers.batches import Batch
+    from consumers.errors import BrokerUnavailable
+    from consumers.inbound import Inbound
+    from smsrx.cli.dev.broker import Broker
+    from smsrx.db import create_pool
+    from smsrx.kafka import create_topics, make_producer
+
+    worker = Inbound(settings.with_(kafka_send_timeout=1.0), handle_signals=False)
+    worker.pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    own = Broker()
+    own.start()
+    doomed = worker.settings.with_(kafka_bootstrap=own.bootstrap)
+    await create_topics(doomed)
+    worker.producer = make_producer(doomed)
+    await worker.producer.start()
+    own.kill()  # gone with the batch in hand
+    batch = Batch([(settings.topics.inbound, mo("SM-gone", "STOP"))])
+    try:
+        try:
+            await worker._transaction(batch)
+        except BrokerUnavailable:
+            pass
+        else:
+            raise AssertionError("published to a broker that is not there")
+        assert await db.fetchval("SELECT count(*) FROM inbound_routed") == 0
+
+        await worker.producer.stop()
+        worker.producer = make_producer(settings)
+        await worker.producer.start()
+        applied = await worker._transaction(batch)
+        assert applied.applied[settings.topics.inbound] == 1
+        again = await worker._transaction(batch)  # redelivered: routed once only
+        assert again.duplicate[settings.topics.inbound] == 1
+        assert await db.fetchval("SELECT count(*) FROM inbound_routed") == 1
+        assert len(await opt_outs(settings)) == 1
+    finally:
+        await worker.producer.stop()
+        await worker.pool.close()
