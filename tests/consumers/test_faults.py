@@ -181,6 +181,11 @@ async def test_rebalance_mid_stream_ends_exact(settings_factory, runner, db) -> 
     await wait_for(lambda: first.processed >= 500, "the first worker to make progress")
     second = runner.start(runner.projection(settings))
     second_a = runner.start(runner.analytics(settings))
+    # The second third goes out once the joiners hold partitions: fed before the
+    # rebalance ends, the first workers could drain all of it and leave them nothing.
+    await wait_for(
+        lambda: second.assigned.is_set() and second_a.assigned.is_set(), "the joiners' partitions"
+    )
     await feed(settings, topic, story.sent[third : 2 * third])
     await wait_for(lambda: second.processed > 0 and second_a.processed > 0, "the joiners to work")
     await runner.stop(first)
