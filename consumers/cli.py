@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from smsrx.errors import EXIT_USAGE
+from smsrx.providers import NAMES as _PROVIDERS
 from smsrx.settings import Settings
 
 __all__ = ["add_commands", "run_async"]
@@ -35,6 +36,9 @@ _PUBLISH_EPILOG = """\
 example:
   smsrx submissions publish --provider orange --message-id 5f0c9d1e \\
       --recipient +2250700000001 --recipient +2250700000002 --tag tenant=acme --tag campaign=spring
+  smsrx submissions publish --provider vavasms --lot-id LOT-20190623-1217676 \\
+      --message-id SM-20190623-1217879 --recipient +2250700000001 \\
+      --message-id SM-20190623-1217880 --recipient +2250700000002
 """
 
 
@@ -77,33 +81,50 @@ def _run_status(settings: Settings, args: argparse.Namespace) -> int:
     return run_status(settings, args)
 
 
+def _run_poller(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.poller import Poller
+    from consumers.polling.clients import missing_credentials
+    from consumers.process import run_process
+
+    missing = missing_credentials(settings)
+    if all(missing.values()):
+        needs = "; ".join(f"{name}: {' and '.join(envs)}" for name, envs in missing.items())
+        sys.stderr.write(
+            f"smsrx consumer poller: no provider can be polled: set its credentials ({needs})\n"
+        )
+        return EXIT_USAGE
+    return int(run_async(run_process(Poller(settings), settings.poller_metrics_port)))
+
+
 def _publish_submission(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.submit import SubmissionError, build_submission, publish_submission
+    from consumers.submit import SubmissionError, build_submissions, publish_submission
 
     try:
-        submission = build_submission(
+        submissions = build_submissions(
             provider=args.provider,
-            message_id=args.message_id,
+            message_ids=args.message_id,
             recipients=args.recipient,
             submitted_at=args.submitted_at,
             tags=args.tag or [],
+            lot_id=args.lot_id,
         )
     except SubmissionError as exc:
         sys.stderr.write(f"smsrx submissions publish: {exc}\n")
         return EXIT_USAGE
-    topic, partition, offset = asyncio.run(publish_submission(settings, submission))
-    sys.stdout.write(
-        f"published submission {submission.event_id}: {submission.provider} message "
-        f"{submission.message_id} to {len(submission.recipients)} recipient(s) "
-        f"-> {topic}[{partition}]@{offset}\n"
-    )
+    for submission in submissions:
+        topic, partition, offset = asyncio.run(publish_submission(settings, submission))
+        sys.stdout.write(
+            f"published submission {submission.event_id}: {submission.provider} message "
+            f"{submission.message_id} to {len(submission.recipients)} recipient(s) "
+            f"-> {topic}[{partition}]@{offset}\n"
+        )
     return 0
 
 
 def _add_consumer(sub: Any) -> None:
     consumer = sub.add_parser(
         "consumer",
-        help="run a Kafka consumer-group worker (status-projection, analytics, inbound)",
+        help="run a Kafka consumer-group worker (status-projection, analytics, inbound, poller)",
         description="Run one worker. Each batch is applied in one PostgreSQL transaction and "
         "its offsets are committed after it; SIGTERM drains the batch in flight (at most "
         "SMSRX_SHUTDOWN_TIMEOUT). Run as many replicas as there are partitions.",
@@ -141,6 +162,18 @@ def _add_consumer(sub: Any) -> None:
         "every opt-out event to the suppression list in PostgreSQL. Serves /metrics and "
         "GET /v1/optouts/{e164} on SMSRX_INBOUND_METRICS_PORT. See docs/inbound.md.",
     ).set_defaults(handler=_run_inbound)
+    workers.add_parser(
+        "poller",
+        help="poll Gateway SMS and VavaSMS status APIs for delivery statuses",
+        description="Consume sms.submissions.v1 and sms.message-status.v1 (group smsrx-poller). "
+        "Schedule each recipient of a submission whose provider has a status API and "
+        "credentials (Gateway SMS: SMSRX_GATEWAYSMS_TOKEN; VavaSMS: SMSRX_VAVASMS_USERNAME "
+        "and SMSRX_VAVASMS_PASSWORD), poll it on SMSRX_POLL_SCHEDULE within "
+        "SMSRX_<PROVIDER>_POLL_RATE, and publish each status change to "
+        "sms.delivery-receipts.v1 with source 'poll'. Polling stops at a final status, "
+        "pushed or polled, and at SMSRX_EXPIRY_HORIZON. Metrics on SMSRX_POLLER_METRICS_PORT. "
+        "See docs/statuses.md.",
+    ).set_defaults(handler=_run_poller)
 
 
 def _add_status(sub: Any) -> None:
@@ -172,10 +205,20 @@ def _add_submissions(sub: Any) -> None:
         epilog=_PUBLISH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    publish.add_argument("--provider", required=True, help="the carrier, e.g. orange")
     publish.add_argument(
-        "--message-id", required=True, help="the carrier's id of the message, as its receipts carry"
+        "--provider",
+        required=True,
+        metavar="PROVIDER",
+        help=f"the carrier: {', '.join(_PROVIDERS)}",
     )
+    publish.add_argument(
+        "--message-id",
+        required=True,
+        action="append",
+        help="the carrier's id of the message, as its receipts carry; for vavasms, which "
+        "gives each recipient its own id, one per --recipient, in the same order",
+    )
+    publish.add_argument("--lot-id", help="VavaSMS's lot_id of the send, kept as the tag lot_id")
     publish.add_argument(
         "--recipient",
         required=True,

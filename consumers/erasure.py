@@ -33,6 +33,7 @@ CHANGES: Mapping[str, str] = {
     "recipient_status": "recipient replaced by the token",
     "submissions": "the number replaced by the token in recipients",
     "status_outbox": "status changes not yet published: recipient replaced by the token",
+    "poll_schedule": "recipient replaced by the token; its polling ends",
 }
 """Each table that holds the number, and what erasure does to its rows, in the order of
 the transaction (the status-projection's order: history before current state)."""
@@ -60,6 +61,7 @@ _COUNT = {
     "recipient_status": "SELECT count(*) FROM recipient_status WHERE recipient = $1",
     "submissions": "SELECT count(*) FROM submissions WHERE $1 = ANY(recipients)",
     "status_outbox": "SELECT count(*) FROM status_outbox WHERE right(key, length($1) + 1) = '/' || $1",
+    "poll_schedule": "SELECT count(*) FROM poll_schedule WHERE recipient = $1",
 }
 _KEPT_COUNT = {
     "suppressions": "SELECT count(*) FROM suppressions WHERE phone = $1",
@@ -93,6 +95,12 @@ UPDATE submissions SET recipients = array_replace(recipients, $1, $2)
     "status_outbox": """
 UPDATE status_outbox SET key = replace(key, $1, $2), value = replace(value::text, $1, $2)::json
  WHERE right(key, length($1) + 1) = '/' || $1""",
+    # The poller would otherwise ask the carrier about the token.
+    "poll_schedule": """
+UPDATE poll_schedule
+   SET recipient = $2, due_at = NULL, done_reason = coalesce(done_reason, 'erased'),
+       done_at = coalesce(done_at, now())
+ WHERE recipient = $1""",
 }
 
 

@@ -158,6 +158,7 @@ def plan_receipts(new: Sequence[DeliveryReceipt], stored: Mapping[Key, Stored]) 
                 first_event_at=first,
                 changed_at=best.received_at,
                 cause_event_id=best.event_id,
+                occurred_at=best.occurred_at,
             )
         )
     return plan

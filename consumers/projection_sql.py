@@ -36,12 +36,14 @@ WITH input AS (
     SELECT *
       FROM json_to_recordset($1::json)
            AS t(event_id uuid, provider text, message_id text, recipient text, status text,
-                provider_status text, synthetic boolean, received_at timestamptz, raw json)
+                provider_status text, synthetic boolean, received_at timestamptz, raw json,
+                source text, occurred_at timestamptz)
 ), inserted AS (
     INSERT INTO status_events (event_id, provider, message_id, recipient, status,
-                               provider_status, synthetic, received_at, raw)
+                               provider_status, synthetic, received_at, raw, source,
+                               occurred_at)
     SELECT event_id, provider, message_id, recipient, status, provider_status,
-           synthetic, received_at, raw
+           synthetic, received_at, raw, coalesce(source, 'push'), occurred_at
       FROM input
         ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, provider, message_id, recipient

@@ -8,7 +8,8 @@
     -1 for the final status it replaces (``failed`` then ``delivered``), so a cohort
     counts each recipient once, under its current final status;
   - for the *first* final status only (the previous one was not final): a latency
-    sample since submission (when known) and one since the first receipt.
+    sample since submission (when known) and one since the first receipt, up to the
+    carrier's time of the status when it gives one (``occurred_at``), else its receipt.
 
 Countries are ISO 3166 alpha-3 from the number, ``ZZZ`` when it has none.
 """
@@ -93,14 +94,17 @@ class Tally:
         if previous is not None and previous in FINAL_STATUSES:
             self.outcomes[(cohort, change.provider, country, previous.value)] -= 1
             return
-        hour = _hour(change.changed_at)
+        # The carrier's own time of the status, when it gives one (a polled status is
+        # learnt minutes after it happened); else when smsrx received it.
+        reached = change.occurred_at or change.changed_at
+        hour = _hour(reached)
         for since, start in (
             ("submission", change.submitted_at),
             ("first_receipt", change.first_event_at),
         ):
             if start is None:
                 continue
-            seconds = max(0.0, (change.changed_at - start).total_seconds())
+            seconds = max(0.0, (reached - start).total_seconds())
             key = (hour, change.provider, country, since, change.status.value, bucket_for(seconds))
             self.latency[key] += 1
             self.samples.append((change.provider, since, seconds))

@@ -36,6 +36,10 @@ class Entry:
     provider_status: str
     received_at: datetime
     synthetic: bool
+    source: str
+    """``push`` or ``poll``: how smsrx learnt it."""
+    occurred_at: datetime | None
+    """When the carrier says it happened, when it says."""
     effect: str
     """``set`` (first status), ``changed`` (replaced a lower one), ``same`` (same status,
     earlier receipt), ``repeat`` (same status again) or ``ignored`` (ranked below the
@@ -58,6 +62,18 @@ class RecipientStory:
     final_at: datetime | None
     time_to_final: timedelta | None
     history: list[Entry] = field(default_factory=list)
+    poll: dict[str, Any] | None = None
+    """The poller's schedule for this recipient (next poll due, polls made, why it
+    ended); None when it is not polled."""
+
+    @property
+    def current(self) -> Entry | None:
+        """The receipt that set the current status."""
+        best = None
+        for entry in self.history:
+            if entry.effect in ("set", "changed", "same"):
+                best = entry
+        return best
 
 
 @dataclass(slots=True)
@@ -100,6 +116,8 @@ def _effects(rows: list[asyncpg.Record]) -> list[Entry]:
                 provider_status=row["provider_status"],
                 received_at=row["received_at"],
                 synthetic=row["synthetic"],
+                source=row["source"],
+                occurred_at=row["occurred_at"],
                 effect=effect,
                 previous=previous,
             )
@@ -121,11 +139,20 @@ async def load_story(conn: asyncpg.Connection, provider: str, message_id: str) -
         message_id,
     )
     events = await conn.fetch(
-        "SELECT event_id::text, recipient, status, provider_status, received_at, synthetic "
+        "SELECT event_id::text, recipient, status, provider_status, received_at, synthetic, "
+        "source, occurred_at "
         "FROM status_events WHERE provider = $1 AND message_id = $2 ORDER BY recipient, seq",
         provider,
         message_id,
     )
+    polls = await conn.fetch(
+        "SELECT recipient, due_at AS next_poll_at, polls, failures, last_polled_at, "
+        "last_outcome, done_reason, done_at FROM poll_schedule "
+        "WHERE provider = $1 AND message_id = $2",
+        provider,
+        message_id,
+    )
+    poll_of = {p["recipient"]: {k: v for k, v in p.items() if k != "recipient"} for p in polls}
     mo = await conn.fetchrow(
         "SELECT event_id, sender, content, sent_at, received_at FROM inbound_messages "
         "WHERE provider = $1 AND message_id = $2",
@@ -147,6 +174,7 @@ async def load_story(conn: asyncpg.Connection, provider: str, message_id: str) -
             final_at=s["final_at"],
             time_to_final=s["time_to_final"],
             history=_effects(by_recipient.get(s["recipient"], [])),
+            poll=poll_of.get(s["recipient"]),
         )
         for s in states
     ]
@@ -212,24 +240,51 @@ def _recipient_lines(r: RecipientStory) -> list[str]:
     else:
         state = "final" if r.is_final else "not final"
         lines = [f"{r.recipient}  {r.status.upper()} ({state}, carrier: {r.provider_status})"]
+    current = r.current
+    if current is not None:
+        how = "by poll (status API)" if current.source == "poll" else "by push"
+        if current.synthetic:
+            how = "from smsrx itself"
+        carrier_time = f"; carrier time {_when(current.occurred_at)}" if current.occurred_at else ""
+        lines.append(f"  learnt {how}{carrier_time}")
     if r.final_at is not None and r.time_to_final is not None:
         since = "submission" if r.submitted_at is not None else "first receipt"
         lines.append(f"  final at {_when(r.final_at)}, {_duration(r.time_to_final)} after {since}")
+    if r.poll is not None:
+        lines.append(f"  {_poll_text(r.poll)}")
     if r.history:
         lines.append(
             f"  {len(r.history)} receipt(s), first {_when(r.first_event_at)}, "
             f"last {_when(r.last_event_at)}"
         )
         lines.append(
-            f"    {'#':>3}  {'received (UTC)':<25}{'status':<11}{'carrier status':<24}effect"
+            f"    {'#':>3}  {'received (UTC)':<25}{'status':<11}{'carrier status':<24}"
+            f"{'via':<6}effect"
         )
         for n, e in enumerate(r.history, 1):
             carrier = e.provider_status + (" *" if e.synthetic else "")
             lines.append(
                 f"    {n:>3}  {_when(e.received_at, zone=False):<25}{e.status:<11}{carrier:<24}"
-                f"{_effect_text(e)}"
+                f"{e.source:<6}{_effect_text(e)}"
             )
     return lines
+
+
+_ENDED = {
+    "final": "a final status was reached",
+    "horizon": "the expiry horizon passed",
+    "not_found": "the carrier did not know the message",
+    "erased": "the number was erased",
+}
+
+
+def _poll_text(poll: dict[str, Any]) -> str:
+    done = poll["done_reason"]
+    made = f"{poll['polls']} poll(s) answered"
+    if done is not None:
+        return f"polling ended {_when(poll['done_at'])}: {_ENDED.get(done, done)} ({made})"
+    last = f", last {poll['last_outcome']}" if poll["last_outcome"] else ""
+    return f"next poll due {_when(poll['next_poll_at'])} ({made}{last})"
 
 
 def render_text(story: MessageStory) -> str:
@@ -277,6 +332,9 @@ def to_json(story: MessageStory) -> dict[str, Any]:
             "time_to_final_seconds": (
                 r.time_to_final.total_seconds() if r.time_to_final is not None else None
             ),
+            "source": r.current.source if r.current is not None else None,
+            "carrier_time": r.current.occurred_at if r.current is not None else None,
+            "poll": r.poll,
             "history": [
                 {
                     "event_id": e.event_id,
@@ -284,6 +342,8 @@ def to_json(story: MessageStory) -> dict[str, Any]:
                     "provider_status": e.provider_status,
                     "received_at": e.received_at,
                     "synthetic": e.synthetic,
+                    "source": e.source,
+                    "occurred_at": e.occurred_at,
                     "effect": e.effect,
                     "previous_status": e.previous,
                 }

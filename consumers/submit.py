@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from smsrx import providers
 from smsrx.clock import parse_rfc3339, utcnow
 from smsrx.codec import encode
 from smsrx.errors import EXIT_USAGE, SmsrxError
@@ -12,7 +13,7 @@ from smsrx.kafka import make_producer, start_producer, stop_bounded
 from smsrx.phones import InvalidPhoneNumber, to_e164
 from smsrx.settings import Settings
 
-__all__ = ["SubmissionError", "build_submission", "publish_submission"]
+__all__ = ["SubmissionError", "build_submission", "build_submissions", "publish_submission"]
 
 
 class SubmissionError(SmsrxError, ValueError):
@@ -32,6 +33,10 @@ def build_submission(
     """A submission from command-line text: numbers normalised to E.164, tags ``k=v``."""
     if not provider.strip() or not message_id.strip():
         raise SubmissionError("--provider and --message-id must not be empty")
+    if provider.strip() not in providers.PROVIDERS:
+        raise SubmissionError(
+            f"--provider {provider.strip()!r}: expected one of {', '.join(providers.NAMES)}"
+        )
     numbers: dict[str, None] = {}
     for text in recipients:
         try:
@@ -57,6 +62,51 @@ def build_submission(
         submitted_at=moment,
         tags=labels,
     )
+
+
+def build_submissions(
+    *,
+    provider: str,
+    message_ids: Sequence[str],
+    recipients: Sequence[str],
+    submitted_at: str | None,
+    tags: Sequence[str],
+    lot_id: str | None = None,
+) -> list[Submission]:
+    """The submissions of one send. A provider that gives each recipient its own message
+    id (VavaSMS) takes one ``--message-id`` per ``--recipient``, paired in order, and its
+    ``lot_id`` as a tag; the others take one message id for every recipient."""
+    tags = [*tags, f"lot_id={lot_id}"] if lot_id else list(tags)
+    if len(message_ids) == 1:
+        return [
+            build_submission(
+                provider=provider,
+                message_id=message_ids[0],
+                recipients=recipients,
+                submitted_at=submitted_at,
+                tags=tags,
+            )
+        ]
+    if provider.strip() != "vavasms":
+        raise SubmissionError(
+            f"--provider {provider.strip()}: give one --message-id for all the recipients "
+            "(only vavasms gives each recipient its own message id)"
+        )
+    if len(message_ids) != len(recipients):
+        raise SubmissionError(
+            f"{len(message_ids)} --message-id for {len(recipients)} --recipient: vavasms "
+            "gives each recipient its own message id; give one per recipient, in order"
+        )
+    return [
+        build_submission(
+            provider=provider,
+            message_id=mid,
+            recipients=[number],
+            submitted_at=submitted_at,
+            tags=tags,
+        )
+        for mid, number in zip(message_ids, recipients, strict=True)
+    ]
 
 
 async def publish_submission(settings: Settings, submission: Submission) -> tuple[str, int, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 
 from aiohttp import web
@@ -23,9 +23,15 @@ from receiver.allowlist import Address, client_address, is_allowed
 from receiver.errors import Forbidden, PayloadTooLarge, ReceiverError, RequestTimeout
 from receiver.keys import OUTCOME, PIPELINE, PROVIDER, PUBLISHER, REPLAYER, SETTINGS
 from receiver.logthrottle import LogThrottle
+from smsrx import providers
 from smsrx.clock import utcnow
+from smsrx.codec import CarrierEvent as Event
+from smsrx.events import DeliveryReceipt
 from smsrx.privacy import Masked
-from smsrx.settings import Network, Settings
+from smsrx.providers import StatusMapping
+from smsrx.settings import DECLARED, Network, Settings
+from smsrx.statuses import Status
+from smsrx.unmapped import unmapped_status
 
 __all__ = ["callback_handler", "healthz", "readyz"]
 
@@ -34,9 +40,17 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_FIELDS = {declared.env: name for name, declared in DECLARED.items()}
+
+
 def allowlist_for(settings: Settings, provider: str) -> tuple[Network, ...]:
-    """The networks allowed to post callbacks for ``provider``."""
-    return {"orange": settings.allow_orange, "vavasms": settings.allow_vavasms}.get(provider, ())
+    """The networks allowed to post callbacks for ``provider``: the setting its registry
+    entry names (``smsrx.providers``); none for a provider without one."""
+    known = providers.PROVIDERS.get(provider)
+    if known is None or known.allowlist_env is None:
+        return ()
+    networks: tuple[Network, ...] = getattr(settings, _FIELDS[known.allowlist_env])
+    return networks
 
 
 _ANSWERS: dict[tuple[str, int, int], bytes] = {}
@@ -64,11 +78,23 @@ async def _read_body(request: web.Request, limit: float) -> bytes:
         raise RequestTimeout(f"body not received within {limit:g}s") from None
 
 
+def _count_unmapped(provider: str, statuses: StatusMapping, events: Sequence[Event]) -> None:
+    """Count the receipts whose carrier status no mapping knows (docs/statuses.md)."""
+    for event in events:
+        if (
+            isinstance(event, DeliveryReceipt)
+            and event.status is Status.UNKNOWN
+            and not statuses.map(event.provider_status).known
+        ):
+            unmapped_status(provider, event.provider_status)
+
+
 def callback_handler(route: Route) -> Handler:
     """The POST handler of one carrier callback endpoint."""
     # Allowlist answers of this app (its settings never change), by direct peer when no
     # X-Forwarded-For is read. Carriers post from a handful of addresses.
     verdicts: dict[str, tuple[Address, bool]] = {}
+    statuses = providers.get(route.provider).statuses
 
     def check(request: web.Request, settings: Settings) -> tuple[Address, bool]:
         # The peer's host, or "" when it has no address (a Unix socket): never allowed.
@@ -119,6 +145,7 @@ def callback_handler(route: Route) -> Handler:
             raise PayloadTooLarge(f"body over {settings.max_body_bytes} bytes")
         body = await _read_body(request, settings.client_timeout)
         events = route.parse(request.headers.get("Content-Type"), body, utcnow())
+        _count_unmapped(route.provider, statuses, events)
         pipeline = request.app[PIPELINE]
         new = 0
         for event in events:

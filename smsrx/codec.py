@@ -125,8 +125,20 @@ def decode_delivery_receipt(doc: dict[str, Any]) -> DeliveryReceipt:
         received_at=_time(doc, "received_at"),
         raw=_field(doc, "raw", dict),
         synthetic=bool(doc.get("synthetic", False)),
+        source=_source(doc),
+        occurred_at=_optional_time(doc, "occurred_at"),
         schema_version=_field(doc, "schema_version", int),
     )
+
+
+_SOURCES = frozenset({"push", "poll"})
+
+
+def _source(doc: dict[str, Any]) -> str:
+    source = doc.get("source", "push")
+    if source not in _SOURCES:
+        raise DecodeError("field 'source' is not 'push' or 'poll'")
+    return str(source)
 
 
 def _inbound(doc: dict[str, Any]) -> InboundMessage:
@@ -184,6 +196,7 @@ def decode_status_change(doc: dict[str, Any]) -> StatusChange:
         first_event_at=_optional_time(doc, "first_event_at"),
         changed_at=_time(doc, "changed_at"),
         cause_event_id=_field(doc, "cause_event_id", str),
+        occurred_at=_optional_time(doc, "occurred_at"),
         schema_version=_field(doc, "schema_version", int),
     )
 

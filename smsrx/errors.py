@@ -12,6 +12,7 @@ Services add their own flags: ``status`` (HTTP) on the receiver's errors, ``outc
      ├── BrokerWithoutIdempotence        exit 5  smsrx.kafka: set SMSRX_KAFKA_IDEMPOTENCE=0
      ├── DecodeError (ValueError)                smsrx.codec: not a valid record of its topic
      ├── InvalidPhoneNumber (ValueError)         smsrx.phones: not a phone number
+     ├── UnknownProvider (ValueError)    exit 2  smsrx.providers: not in the registry
      ├── SubmissionError (ValueError)    exit 2  consumers.submit: a bad submission
      ├── OptOutsInputError               exit 2  consumers.optouts_csv: a bad number or file
      ├── ImportInterrupted               exit 4  consumers.optouts_commands: the broker
@@ -30,6 +31,8 @@ Services add their own flags: ``status`` (HTTP) on the receiver's errors, ``outc
      │    ├── BrokerUnavailable                  retriable
      │    └── RecordRejected                     isolated and skipped
      ├── RulesError                      exit 2  consumers.routes: the inbound rules file
+     ├── UnexpectedAnswer (ValueError)           consumers.polling.gatewaysms: retriable:
+     │                                           not the documented answer
      └── SubscriptionError                       subscriptions.errors
           ├── InvalidNotifyURL           exit 2
           └── OrangeError

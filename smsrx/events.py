@@ -78,6 +78,12 @@ class DeliveryReceipt:
     """The carrier's original payload."""
     synthetic: bool = False
     """True for events smsrx makes itself (the ``expired`` sweep), never for a carrier's."""
+    source: str = "push"
+    """How smsrx learnt it: ``push`` (the carrier called the receiver, or smsrx's own
+    expiry sweep) or ``poll`` (the poller asked the carrier's status API)."""
+    occurred_at: datetime | None = None
+    """When the carrier says the status was reached (Gateway SMS's delivery time), when it
+    says; None otherwise. Analytics latencies use it when present."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -97,6 +103,8 @@ class DeliveryReceipt:
         received_at: datetime,
         raw: dict[str, Any],
         synthetic: bool = False,
+        source: str = "push",
+        occurred_at: datetime | None = None,
     ) -> DeliveryReceipt:
         """Build a receipt, deriving its id and finality from what identifies it."""
         return cls(
@@ -110,6 +118,8 @@ class DeliveryReceipt:
             received_at=received_at,
             raw=raw,
             synthetic=synthetic,
+            source=source,
+            occurred_at=occurred_at,
         )
 
 
@@ -245,6 +255,9 @@ class StatusChange:
     """When the event that caused the change was received."""
     cause_event_id: str
     """The ``event_id`` of the receipt that caused the change."""
+    occurred_at: datetime | None = None
+    """When the carrier says the new status was reached (that receipt's ``occurred_at``),
+    when it says; None otherwise. Added in v1, optional."""
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -134,6 +134,8 @@ def policy(settings: Settings) -> tuple[Rule, ...]:
             "OFFSET 0)",
         ),
         Rule("inbound_messages", "recorded_at", history, history_env),
+        # The poller's finished schedules; pending ones end at the horizon, then age out.
+        Rule("poll_schedule", "done_at", history, history_env, scope="done_at IS NOT NULL"),
         Rule(
             "inbound_messages",
             "recorded_at",

@@ -3,7 +3,7 @@
 Each setting is declared once, as a field made by :func:`setting`: its variable, kind,
 default and meaning. The fields are grouped by concern (:mod:`smsrx.settings_backends`:
 the broker and topics, PostgreSQL, retention; :mod:`smsrx.settings_services`: every
-process, the receiver, the workers, Orange), and :class:`Settings` inherits every group.
+process, the receiver, the workers, Orange; :mod:`smsrx.settings_poll`: status polling), and :class:`Settings` inherits every group.
 :meth:`Settings.from_env`, the list that ``smsrx --help`` prints (:data:`VARIABLES`) and
 the README's table (:func:`markdown_table`, rewritten by ``make settings-doc``) are all
 made from those declarations. Nothing here reads the environment at import time.
@@ -36,6 +36,7 @@ from smsrx.settings_backends import (
     KafkaSettings,
     RetentionSettings,
 )
+from smsrx.settings_poll import PollSettings
 from smsrx.settings_services import (
     LOG_LEVELS,
     ORANGE_SOURCE_ADDRESSES,
@@ -58,6 +59,7 @@ __all__ = [
     "Kind",
     "Network",
     "OrangeSettings",
+    "PollSettings",
     "ProcessSettings",
     "ReceiverSettings",
     "RetentionSettings",
@@ -91,6 +93,7 @@ _REPLAYED_FROM_TOPICS = ("retain_processed", "retain_history")
 
 @settings_group
 class Settings(
+    PollSettings,
     OrangeSettings,
     RetentionSettings,
     WorkerSettings,
@@ -101,7 +104,7 @@ class Settings(
 ):
     """Everything a smsrx process needs to know, read once by ``main()``: every group of
     settings (their fields come in the order Kafka, database, process, receiver, workers,
-    retention, Orange).
+    retention, Orange, polling).
     """
 
     @classmethod

@@ -25,7 +25,15 @@ with warnings.catch_warnings():
 ROOT = Path(__file__).resolve().parents[1]
 OPS_POSTGRES = ROOT / "ops" / "postgres"
 
-SERVICES = ("receiver", "status_projection", "analytics", "inbound", "reconciler", "prune")
+SERVICES = (
+    "receiver",
+    "status_projection",
+    "analytics",
+    "inbound",
+    "reconciler",
+    "prune",
+    "poller",
+)
 GROUPS = (*(f"smsrx_{s}" for s in SERVICES), "smsrx_grafana", "smsrx_watchdog")
 
 ROLLUPS = {
@@ -48,6 +56,7 @@ PRUNED = {
     "recipient_status",
     "submissions",
     "inbound_messages",
+    "poll_schedule",
     *ROLLUPS,
 }
 PROJECTION = {"submissions", "recipient_status", "status_events", "inbound_messages"}
@@ -58,7 +67,7 @@ GRAFANA_READS = {*ROLLUPS, *ANALYTICS_VIEWS, "recipients_pending", "optout_activ
 EXPECTED = {
     "smsrx_receiver": ({"receiver_dedup", "schema_migrations"}, {"receiver_dedup"}),
     "smsrx_status_projection": (
-        {*PROJECTION, "status_outbox", "recipients_pending", "schema_migrations"},
+        {*PROJECTION, "status_outbox", "recipients_pending", "poll_schedule", "schema_migrations"},
         {*PROJECTION, "status_outbox"},
     ),
     "smsrx_analytics": (
@@ -74,6 +83,7 @@ EXPECTED = {
         {"orange_subscriptions"},
     ),
     "smsrx_prune": ({*PRUNED, "schema_migrations"}, PRUNED),
+    "smsrx_poller": ({"poll_schedule", "schema_migrations"}, {"poll_schedule"}),
     "smsrx_grafana": (GRAFANA_READS, set()),
     "smsrx_watchdog": (set(), set()),
 }

@@ -153,7 +153,7 @@ DATES = st.one_of(DATE_TEXTS, st.integers(), st.none())
 
 ORANGE_STATUSES = mostly(
     st.one_of(
-        st.sampled_from(sorted(orange.STATUSES)),
+        st.sampled_from(sorted(orange.STATUSES.rows)),
         st.from_regex(r"[\x21-\x7e]{1,64}", fullmatch=True),
     ),
     texts(70),

@@ -80,6 +80,12 @@ async def _fill(db: asyncpg.Connection) -> None:
         orjson.dumps({**change, "recipient": o}).decode(),
     )
     await db.execute(
+        "INSERT INTO poll_schedule (provider, message_id, recipient, submitted_at, due_at)"
+        " VALUES ('gatewaysms', 'm-3', $1, $2, $2)",
+        p,
+        _AT,
+    )
+    await db.execute(
         "INSERT INTO optout_events (event_id, phone, action, keyword, provider, inbound_message_id,"
         " occurred_at, received_at, source) VALUES"
         " ('00000000-0000-4000-8000-000000000001', $1, 'opt_out', 'STOP', 'vavasms', 'mo-1', $2, $2, 'keyword')",
@@ -154,6 +160,7 @@ async def test_erase_changes_every_table_but_the_suppression_list(
         "recipient_status": 1,
         "submissions": 1,
         "status_outbox": 1,
+        "poll_schedule": 1,
     }
     assert report["kept"] == {"suppressions": 1, "optout_events": 1}
     assert report["phone"] == "+2250700****01" and report["erased"] is True
@@ -184,6 +191,10 @@ async def test_erase_changes_every_table_but_the_suppression_list(
             "SELECT status, is_final FROM recipient_status WHERE recipient = $1", token
         )
     )["status"] == "delivered"
+    polled = await db.fetchrow(
+        "SELECT due_at, done_reason FROM poll_schedule WHERE recipient = $1", token
+    )
+    assert tuple(polled) == (None, "erased")  # the poller never asks about the token
 
     after = await _snapshot(db)
     for table in ("suppressions", "optout_events", "analytics_receipts_minute", "analytics_inbound_minute",

@@ -32,6 +32,9 @@ BAD = {
     "log level": ["verbose"],
     "security protocol": ["SASL_PLAINTEXT", "TLS"],
     "SASL mechanism": ["GSSAPI"],
+    "delays": ["1m,,5m", "0s", "soon", ","],
+    "requests/s": ["fast", "0", "-1", "10001"],
+    "status map": ["sent", "=delivered", "dlvrd=arrived"],
 }
 ANY_TEXT = {"text", "URL", "provider URL", "path", "topic prefix"}  # provider URL: below
 

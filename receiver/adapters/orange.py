@@ -15,21 +15,16 @@ from typing import Any
 from receiver.adapters.fields import identifier, object_at, phone, storable, token
 from receiver.bodies import JSON, decode
 from receiver.errors import BadRequest
+from smsrx import providers
 from smsrx.events import DeliveryReceipt
-from smsrx.statuses import Status
 
 __all__ = ["PROVIDER", "STATUSES", "parse"]
 
-PROVIDER = "orange"
-
-STATUSES: dict[str, Status] = {
-    "MessageWaiting": Status.QUEUED,
-    "DeliveredToNetwork": Status.SENT,
-    "DeliveryUncertain": Status.UNKNOWN,
-    "DeliveredToTerminal": Status.DELIVERED,
-    "DeliveryImpossible": Status.FAILED,
-}
-"""Orange ``deliveryStatus`` to canonical status; anything else is kept as ``unknown``."""
+_ORANGE = providers.get("orange")
+PROVIDER = _ORANGE.name
+STATUSES = _ORANGE.statuses
+"""Orange ``deliveryStatus`` to canonical status (``docs/statuses.md``); anything else is
+kept as ``unknown``."""
 
 _ROOT = "deliveryInfoNotification"
 _CONTENT_TYPES = frozenset({JSON})
@@ -46,7 +41,7 @@ def _receipt(
         provider=PROVIDER,
         message_id=message_id,
         recipient=recipient,
-        status=STATUSES.get(provider_status, Status.UNKNOWN),
+        status=STATUSES.map(provider_status).status,
         provider_status=provider_status,
         received_at=received_at,
         raw=raw,

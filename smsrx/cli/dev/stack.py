@@ -51,6 +51,7 @@ def serving_ports(settings: Settings) -> dict[str, int]:
         "SMSRX_INBOUND_METRICS_PORT": settings.inbound_metrics_port,
         "SMSRX_SUBSCRIPTIONS_METRICS_PORT": settings.subscriptions_metrics_port,
         "SMSRX_PRUNE_METRICS_PORT": settings.prune_metrics_port,
+        "SMSRX_POLLER_METRICS_PORT": settings.poller_metrics_port,
     }
 
 

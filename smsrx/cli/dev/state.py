@@ -41,6 +41,7 @@ def _shared_settings(settings: Settings) -> dict[str, str]:
         "SMSRX_INBOUND_METRICS_PORT": str(settings.inbound_metrics_port),
         "SMSRX_SUBSCRIPTIONS_METRICS_PORT": str(settings.subscriptions_metrics_port),
         "SMSRX_PRUNE_METRICS_PORT": str(settings.prune_metrics_port),
+        "SMSRX_POLLER_METRICS_PORT": str(settings.poller_metrics_port),
     }
 
 

@@ -134,6 +134,14 @@ def _services(stack: Stack, settings: Settings, with_subscriptions: bool) -> lis
         # Its first pass runs at start, so the retention metrics exist at once.
         _Service(stack, "prune", ("db", "prune", "--every", "1h")),
     ]
+    from consumers.polling.clients import missing_credentials
+
+    missing = missing_credentials(settings)
+    if all(missing.values()):
+        needs = "; ".join(f"{name}: {' and '.join(envs)}" for name, envs in missing.items())
+        logger.info("poller: not started, no provider's status API credentials are set (%s)", needs)
+    else:
+        services.append(_Service(stack, "poller", ("consumer", "poller")))
     from subscriptions.orange_settings import skip_reason
 
     reason = skip_reason(settings)
@@ -160,6 +168,7 @@ def _addresses(settings: Settings, ca_file: Path) -> dict[str, object]:
             "inbound": metrics % settings.inbound_metrics_port,
             "subscriptions": metrics % settings.subscriptions_metrics_port,
             "prune": metrics % settings.prune_metrics_port,
+            "poller": metrics % settings.poller_metrics_port,
         },
         "optouts_url": f"http://{settings.metrics_host}:{settings.inbound_metrics_port}/v1/optouts/",
         "kafka_bootstrap": settings.kafka_bootstrap,
