@@ -27,6 +27,7 @@ METRICS_PORT_VARIABLE = {
     "analytics": "SMSRX_ANALYTICS_METRICS_PORT",
     "subscriptions": "SMSRX_SUBSCRIPTIONS_METRICS_PORT",
     "inbound": "SMSRX_INBOUND_METRICS_PORT",
+    "poller": "SMSRX_POLLER_METRICS_PORT",
     "prune": "SMSRX_PRUNE_METRICS_PORT",
 }
 
@@ -70,11 +71,18 @@ def test_compose_has_every_service_of_the_deployment(project: compose.Project) -
         "status-projection",
         "analytics",
         "inbound",
+        "poller",
         "subscriptions",
         "prune",
         "prometheus",
         "grafana",
     }
+    # The poller exits 2 without a carrier's credentials: only `--profile polling` starts it,
+    # and nothing that always starts waits for it.
+    profiled = {n: s["profiles"] for n, s in project.services.items() if s.get("profiles")}
+    assert profiled == {"poller": ["polling"]}
+    for name, service in project.services.items():
+        assert not set(compose.depends_on(service)) & set(profiled), name
 
 
 def test_every_service_has_a_healthcheck_and_dependents_wait_for_it(
