@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
 from consumers.poller import Poller
+from smsrx.clock import utcnow
 from smsrx.codec import decode_delivery_receipt
 from smsrx.events import DeliveryReceipt
 from smsrx.settings import Settings
@@ -56,6 +58,11 @@ async def carriers() -> AsyncIterator[Carriers]:
     yield Carriers(gateway, vava)
     await gateway.stop()
     await vava.stop()
+
+
+def now() -> datetime:
+    """The current time, UTC: submissions are dated now, so the horizon is ahead."""
+    return utcnow()
 
 
 def poller(run: Runner, settings: Settings, **options: Any) -> Poller:

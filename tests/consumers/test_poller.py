@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from collections.abc import Callable
 
 import asyncpg
 import orjson
-import pytest
 
 from consumers.status_cli import load_story, render_text
 from smsrx.settings import Settings
-from tests.consumers.conftest import T0, Runner, feed, sample, submission, wait_for
+from tests.consumers.conftest import Runner, feed, submission, wait_for
 from tests.consumers.poll_harness import (
     Carriers,
     carriers,
+    now,
     poller,
     receipts,
     schedule,
@@ -44,7 +43,7 @@ async def test_gateway_three_recipients_reach_their_final_status(
     try:
         run.start(run.projection())
         poller(run, settings)
-        sub = submission("5e5e65429f272510fb6adcc0", [A, B, C], _now(), provider="gatewaysms")
+        sub = submission("5e5e65429f272510fb6adcc0", [A, B, C], now(), provider="gatewaysms")
         await feed(settings, settings.topics.submissions, [sub])
         await until_final(db, "gatewaysms", 3)
         polls_at_final = carriers.gateway.count("5e5e65429f272510fb6adcc0")
@@ -86,8 +85,8 @@ async def test_vavasms_recipients_reach_their_final_status(
         run.start(run.projection())
         poller(run, settings)
         subs = [
-            submission("SM-1", ["+2250700000001"], _now(), provider="vavasms"),
-            submission("SM-2", ["+2250700000002"], _now(), provider="vavasms"),
+            submission("SM-1", ["+2250700000001"], now(), provider="vavasms"),
+            submission("SM-2", ["+2250700000002"], now(), provider="vavasms"),
         ]
         await feed(settings, settings.topics.submissions, subs)
         await until_final(db, "vavasms", 2)
@@ -116,10 +115,10 @@ async def test_providers_without_a_status_api_are_never_polled(
         run.start(run.projection())
         worker = poller(run, settings)
         subs = [
-            submission(f"{p}-1", ["+2250700000009"], _now(), provider=p)
+            submission(f"{p}-1", ["+2250700000009"], now(), provider=p)
             for p in ("orange", "mboasms", "orangepro")
         ]
-        subs.append(submission("SM-9", ["+2250700000008"], _now(), provider="vavasms"))
+        subs.append(submission("SM-9", ["+2250700000008"], now(), provider="vavasms"))
         carriers.vava.add_message("SM-9", [("sent", 1)])
         await feed(settings, settings.topics.submissions, subs)
         await run.drain(worker, records=4)
@@ -144,7 +143,7 @@ async def test_a_pushed_final_status_stops_polling(
         await feed(
             settings,
             settings.topics.submissions,
-            [submission("gw-push", [A, B], _now(), provider="gatewaysms")],
+            [submission("gw-push", [A, B], now(), provider="gatewaysms")],
         )
         await wait_for(lambda: carriers.gateway.count("gw-push") >= 2, "two polls")
         from smsrx.statuses import Status
@@ -154,7 +153,7 @@ async def test_a_pushed_final_status_stops_polling(
             "gw-push",
             A,
             Status.DELIVERED,
-            _now(),
+            now(),
             provider="gatewaysms",
             provider_status="DELIVERED_TO_HANDSET",
         )
@@ -185,7 +184,7 @@ async def test_polling_ends_at_the_horizon(
         await feed(
             settings,
             settings.topics.submissions,
-            [submission("SM-H", ["+2250700000007"], _now(), provider="vavasms")],
+            [submission("SM-H", ["+2250700000007"], now(), provider="vavasms")],
         )
 
         async def ended() -> bool:
@@ -200,141 +199,6 @@ async def test_polling_ends_at_the_horizon(
         await run.close()
     # The group join takes a few seconds of the 8 s; then one poll per 0.5 s until 8 s.
     assert 2 <= asked <= 17
-
-
-async def test_errors_back_off_and_unknown_ids_end_unknown(
-    carriers: Carriers,
-    settings_factory: Callable[..., Settings],
-    db: asyncpg.Connection,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A 5xx burst and a slow answer are retried until the status comes; an id the carrier never knew ends 'unknown' with the reason after 3 tries."""
-    settings = carriers.settings(settings_factory, poll_timeout=0.5)
-    carriers.gateway.add_message("gw-err", {A: [("DELIVERED", 1)]})
-    carriers.gateway.fail(times=3, status=503)
-    carriers.vava.slow(1.5, times=1)
-    carriers.vava.add_message("SM-E", [("delivered", 1)])
-    run = Runner(settings)
-    try:
-        run.start(run.projection())
-        poller(run, settings)
-        subs = [
-            submission("gw-err", [A], _now(), provider="gatewaysms"),
-            submission("SM-E", ["+2250700000006"], _now(), provider="vavasms"),
-            submission("SM-GONE", ["+2250700000005"], _now(), provider="vavasms"),
-        ]
-        await feed(settings, settings.topics.submissions, subs)
-        await until_final(db, "gatewaysms", 1)
-        await until_final(db, "vavasms", 1)
-
-        async def gave_up() -> bool:
-            row = (await schedule(db)).get(("vavasms", "SM-GONE", "+2250700000005"))
-            return row is not None and row["done_reason"] == "not_found"
-
-        await wait_for(gave_up, "the unknown id given up", 30)
-        await wait_for(
-            lambda: _status_of(db, "vavasms", "SM-GONE"), "its unknown receipt projected", 30
-        )
-    finally:
-        await run.close()
-    assert carriers.vava.count("SM-GONE") == 3
-    assert sample("smsrx_polls_total", provider="gatewaysms", outcome="retry") >= 3
-    story = await load_story(db, "vavasms", "SM-GONE")
-    assert story.recipients[0].status == "unknown"
-    assert story.recipients[0].provider_status == "smsrx:not-found"
-    assert carriers.gateway.token not in caplog.text
-    assert carriers.vava.password not in caplog.text
-
-
-async def test_refused_credentials_pause_the_provider_with_one_log_line(
-    carriers: Carriers,
-    settings_factory: Callable[..., Settings],
-    db: asyncpg.Connection,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """VavaSMS code 901 pauses VavaSMS polling (one error line, the credentials gauge at 0) and keeps every schedule; Gateway SMS goes on."""
-    settings = carriers.settings(settings_factory)
-    carriers.vava.bad_credentials = True
-    for i in range(5):
-        carriers.vava.add_message(f"SM-A{i}", [("delivered", 1)])
-    carriers.gateway.add_message("gw-ok", {A: [("DELIVERED", 1)]})
-    run = Runner(settings)
-    caplog.set_level(logging.ERROR, logger="consumers.poller")
-    try:
-        run.start(run.projection())
-        worker = poller(run, settings, auth_pause=3600.0)
-        subs = [
-            submission(f"SM-A{i}", [f"+225070000001{i}"], _now(), provider="vavasms")
-            for i in range(5)
-        ]
-        subs.append(submission("gw-ok", [A], _now(), provider="gatewaysms"))
-        await feed(settings, settings.topics.submissions, subs)
-        await until_final(db, "gatewaysms", 1)
-        await wait_for(lambda: carriers.vava.count() >= 1, "a VavaSMS request")
-        await asyncio.sleep(1.5)
-        assert sample("smsrx_poll_credentials_ok", provider="vavasms") == 0
-        assert sample("smsrx_poll_credentials_ok", provider="gatewaysms") == 1
-        asked = carriers.vava.count()
-    finally:
-        await run.close()
-    assert asked <= 5  # the claimed batch at most; then nothing during the pause
-    refusals = [r for r in caplog.records if "refused the credentials" in r.getMessage()]
-    assert len(refusals) == 1
-    assert "SMSRX_VAVASMS_USERNAME and SMSRX_VAVASMS_PASSWORD" in refusals[0].getMessage()
-    assert carriers.vava.password not in caplog.text
-    rows = await schedule(db)
-    pending = [k for k, r in rows.items() if k[0] == "vavasms" and r["done_reason"] is None]
-    assert len(pending) == 5
-    assert worker.polled >= 1
-
-
-async def test_a_killed_poller_polls_again_at_most_once_and_loses_nothing(
-    carriers: Carriers, settings_factory: Callable[..., Settings], db: asyncpg.Connection
-) -> None:
-    """A poller killed while its requests are in flight leaves its rows leased; the next one polls each at most once more, and every recipient ends final."""
-    settings = carriers.settings(settings_factory)
-    ids = [f"SM-K{i}" for i in range(6)]
-    for mid in ids:
-        carriers.vava.add_message(mid, [("delivered", 1)])
-    carriers.vava.slow(3.0, times=6)
-    run = Runner(settings)
-    try:
-        run.start(run.projection())
-        first = poller(run, settings)
-        subs = [
-            submission(mid, [f"+22507000002{i}"], _now(), provider="vavasms")
-            for i, mid in enumerate(ids)
-        ]
-        await feed(settings, settings.topics.submissions, subs)
-        await wait_for(lambda: carriers.vava.count() >= 6, "six requests in flight")
-        task = run.tasks.pop(first)
-        task.cancel()  # no drain, no record: as a SIGKILL leaves the database
-        await asyncio.gather(task, return_exceptions=True)
-        poller(run, settings)
-        await until_final(db, "vavasms", 6, timeout=60)
-    finally:
-        await run.close()
-    assert all(carriers.vava.count(mid) <= 2 for mid in ids)
-    published = Counter(r.event_id for r in await receipts(settings))
-    assert len(published) == 6
-
-
-def _now():  # type: ignore[no-untyped-def]
-    from smsrx.clock import utcnow
-
-    return utcnow()
-
-
-async def _status_of(db: asyncpg.Connection, provider: str, message_id: str) -> bool:
-    status = await db.fetchval(
-        "SELECT status FROM recipient_status WHERE provider = $1 AND message_id = $2",
-        provider,
-        message_id,
-    )
-    return status is not None
-
-
-_ = T0
 
 
 async def test_many_submissions_stay_within_the_carriers_rate_limits(
@@ -357,12 +221,12 @@ async def test_many_submissions_stay_within_the_carriers_rate_limits(
                 for n in numbers
             },
         )
-        subs.append(submission(f"gw-{i}", numbers, _now(), provider="gatewaysms"))
+        subs.append(submission(f"gw-{i}", numbers, now(), provider="gatewaysms"))
     for i in range(900):
         carriers.vava.add_message(
             f"SM-{i}", [("sent", 1), ("delivered", 1)] if i % 3 else [("failed", 1)]
         )
-        subs.append(submission(f"SM-{i}", [f"+2250701{i:06d}"], _now(), provider="vavasms"))
+        subs.append(submission(f"SM-{i}", [f"+2250701{i:06d}"], now(), provider="vavasms"))
     run = Runner(settings)
     try:
         run.start(run.projection())
@@ -392,3 +256,45 @@ def _in_any_second(times: list[float]) -> list[int]:
             start += 1
         counts.append(end - start + 1)
     return counts or [0]
+
+
+async def test_analytics_show_delivery_rates_for_push_and_polled_providers(
+    carriers: Carriers, settings_factory: Callable[..., Settings], db: asyncpg.Connection
+) -> None:
+    """Done when 5: with Orange pushing and Gateway SMS and VavaSMS polled, the per-provider delivery rate has all three, from the polled finals too."""
+    from smsrx.statuses import Status
+    from tests.consumers.conftest import receipt
+
+    settings = carriers.settings(settings_factory)
+    carriers.gateway.add_message("gw-r", {A: [("DELIVERED", 1)], B: [("REJECTED", 1)]})
+    carriers.vava.add_message("SM-R", [("delivered", 1)])
+    run = Runner(settings)
+    try:
+        run.start(run.projection())
+        run.start(run.analytics())
+        poller(run, settings)
+        at = now()
+        subs = [
+            submission("gw-r", [A, B], at, provider="gatewaysms"),
+            submission("SM-R", ["+2250700000031"], at, provider="vavasms"),
+            submission("or-1", ["+2250700000032"], at),
+        ]
+        await feed(settings, settings.topics.submissions, subs)
+        pushed = receipt("or-1", "+2250700000032", Status.DELIVERED, at)
+        await feed(settings, settings.topics.delivery_receipts, [pushed])
+
+        async def rates() -> bool:
+            rows = await db.fetch("SELECT provider FROM delivery_rate_provider_daily")
+            return {r["provider"] for r in rows} >= {"orange", "gatewaysms", "vavasms"}
+
+        await wait_for(rates, "delivery rates of the three providers", 60)
+    finally:
+        await run.close()
+    rows = await db.fetch(
+        "SELECT provider, delivered, failed, final, delivery_rate FROM delivery_rate_provider_daily"
+    )
+    by = {
+        r["provider"]: (r["delivered"], r["failed"], r["final"], float(r["delivery_rate"]))
+        for r in rows
+    }
+    assert by == {"orange": (1, 0, 1, 1.0), "gatewaysms": (1, 1, 2, 0.5), "vavasms": (1, 0, 1, 1.0)}
