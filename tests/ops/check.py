@@ -1,8 +1,10 @@
 """The operations check's run: the stack, real traffic, and a real Prometheus watching it.
 
-``observe(workdir)`` starts the fake Orange API, ``smsrx dev`` and Prometheus, sends
-traffic (and stalls the broker once, and breaks the Orange subscription twice), waits
-until the workers have caught up, and returns what the tests look at. The tests in
+``observe(workdir)`` starts the fake Orange API, the fake Gateway SMS and VavaSMS status
+APIs, ``smsrx dev`` (with the poller, since the fakes' credentials are set) and
+Prometheus, sends traffic (and stalls the broker once, and breaks the Orange subscription
+twice), waits until the workers and the poller have caught up, and returns what the tests
+look at. The tests in
 test_observability.py then evaluate every panel and alert against it.
 
 Also a command, to refresh the README's picture::
@@ -28,7 +30,16 @@ import asyncpg
 
 from smsrx.cli.dev.postgres import Postgres
 from tests.ops import grafana
-from tests.ops.stack import JOBS, ROOT, DevCommand, FakeOrangeServer, Prometheus, get, wait_until
+from tests.ops.stack import (
+    JOBS,
+    ROOT,
+    DevCommand,
+    FakeCarriers,
+    FakeOrangeServer,
+    Prometheus,
+    get,
+    wait_until,
+)
 from tests.ops.traffic import Report, Traffic
 
 T = TypeVar("T")
@@ -69,6 +80,7 @@ class Observation:
     workdir: Path
     stack: DevCommand
     orange: FakeOrangeServer
+    carriers: FakeCarriers
     prometheus: Any = None
     """The :class:`Prometheus` scraping the stack, once started."""
     report: Report = field(default_factory=Report)
@@ -112,11 +124,12 @@ class Observation:
         return run_async(fetch)
 
     def stop(self) -> None:
-        """Stop Prometheus, the stack and the fake Orange API."""
+        """Stop Prometheus, the stack and the fake carrier APIs."""
         if self.prometheus is not None:
             self.prometheus.stop()
         self.stack.stop()
         self.orange.stop()
+        self.carriers.stop()
 
 
 def expr_for(expr: str, start: float, end: float, range_: str | None = None) -> str:
@@ -133,8 +146,14 @@ def expr_for(expr: str, start: float, end: float, range_: str | None = None) -> 
 def observe(workdir: Path, traffic_seconds: float = TRAFFIC_SECONDS) -> Observation:
     """Run everything; the caller must call ``stop()`` on the result, even on failure."""
     orange = FakeOrangeServer()
-    stack = DevCommand(workdir, orange.start())
-    obs = Observation(workdir, stack, orange)
+    carriers = FakeCarriers()
+    try:
+        stack = DevCommand(workdir, orange.start(), carriers.start())
+    except BaseException:
+        orange.stop()
+        carriers.stop()
+        raise
+    obs = Observation(workdir, stack, orange, carriers)
     try:
         addresses = stack.start()
         obs.prometheus = Prometheus(workdir, addresses["metrics_urls"])
@@ -161,7 +180,7 @@ def _all_up(prometheus: Prometheus) -> bool:
 
 
 def _drive(obs: Observation, seconds: float) -> None:
-    traffic = Traffic(obs.stack.addresses, obs.stack.broker_process())
+    traffic = Traffic(obs.stack.addresses, obs.stack.broker_process(), obs.carriers)
     box: dict[str, Any] = {}
 
     def send() -> None:
@@ -196,6 +215,10 @@ def _wait_caught_up(obs: Observation) -> None:
             "analytics": "sum(smsrx_analytics_final_outcomes_total) > 0",
             "opt-outs": 'sum(smsrx_optouts_total{job="smsrx-inbound", action="opt_out"}) > 0',
             "suppressed": 'max(smsrx_suppressed_numbers{job="smsrx-inbound"}) > 0',
+            "polled": 'sum(smsrx_poll_receipts_total{job="smsrx-poller", status="delivered"}) > 0',
+            "poll-waits": 'sum(smsrx_poll_rate_limit_waits_total{job="smsrx-poller"}) > 0',
+            "unmapped": 'sum(smsrx_unmapped_statuses_total{job="smsrx-poller"}) > 0',
+            "poll-gauges": 'count(smsrx_polls_overdue_seconds{job="smsrx-poller"}) > 0',
         }
         return all(prom.query(expr) for expr in checks.values())
 

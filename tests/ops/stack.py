@@ -1,9 +1,10 @@
 """The real things the operations check runs: `smsrx dev`, a fake Orange API and Prometheus.
 
 Nothing is mocked: `smsrx dev` runs the embedded PostgreSQL, the Tansu broker, the
-receiver, the three workers and the subscription reconciler as separate processes, exactly
-as `make run` does; the reconciler talks HTTP to the fake Orange API of
-tests/subscriptions; Prometheus is the Debian package's binary, configured from
+receiver, the workers, the poller and the subscription reconciler as separate processes,
+exactly as `make run` does; the reconciler talks HTTP to the fake Orange API of
+tests/subscriptions, the poller to the fake Gateway SMS and VavaSMS status APIs of
+tests/fakes; Prometheus is the Debian package's binary, configured from
 ops/prometheus/prometheus.yml with only the scrape targets swapped for the dev ports.
 """
 
@@ -22,15 +23,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import yaml
 
 from smsrx.cli.dev.process import free_port
+from tests.fakes.gatewaysms import FakeGatewaySms
+from tests.fakes.vavasms import FakeVavaSms
 from tests.helpers import dev_command_env
 from tests.subscriptions.fake_orange import FakeOrange
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops" / "prometheus"
@@ -46,6 +52,7 @@ JOBS = {
     "subscriptions": "smsrx-subscriptions",
     "inbound": "smsrx-inbound",
     "prune": "smsrx-prune",
+    "poller": "smsrx-poller",
 }
 """Process name in dev.json -> Prometheus job name in ops/prometheus/prometheus.yml."""
 
@@ -120,10 +127,69 @@ class FakeOrangeServer:
         self.loop.close()
 
 
+class FakeCarriers:
+    """The fake Gateway SMS and VavaSMS status APIs on their own event loop, in a thread,
+    for the poller to poll; the traffic adds the messages they answer for (:meth:`call`)."""
+
+    VAVASMS_POLL_RATE = "2"
+    """VavaSMS requests per second the poller allows itself: low, so that the VavaSMS
+    recipients the traffic submits together wait for the rate limit."""
+
+    def __init__(self) -> None:
+        self.gateway = FakeGatewaySms()
+        self.vava = FakeVavaSms()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="fake-carriers", daemon=True
+        )
+
+    def start(self) -> dict[str, str]:
+        """Serve both; return the `smsrx dev` settings (without SMSRX_) that poll them."""
+        self.thread.start()
+
+        async def start() -> None:
+            await self.gateway.start()
+            await self.vava.start()
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        return {
+            "GATEWAYSMS_API_URL": self.gateway.url,
+            "GATEWAYSMS_TOKEN": self.gateway.token,
+            "VAVASMS_STATUS_URL": self.vava.url,
+            "VAVASMS_USERNAME": self.vava.username,
+            "VAVASMS_PASSWORD": self.vava.password,
+            # One poll a second after the submission, then every second until final.
+            "POLL_SCHEDULE": "1s",
+            "POLL_TIMEOUT": "2s",
+            "VAVASMS_POLL_RATE": self.VAVASMS_POLL_RATE,
+        }
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (e.g. an ``add_message``) on the fakes' loop, from another loop."""
+
+        async def run() -> T:
+            return fn()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
+
+    def stop(self) -> None:
+        """Stop serving and close the loop."""
+        if self.thread.is_alive():
+
+            async def stop() -> None:
+                await self.gateway.stop()
+                await self.vava.stop()
+
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+        self.loop.close()
+
+
 class DevCommand:
     """`smsrx dev` as a subprocess on free ports, with settings that make things happen fast."""
 
-    def __init__(self, workdir: Path, orange_url: str) -> None:
+    def __init__(self, workdir: Path, orange_url: str, carriers: dict[str, str]) -> None:
         self.state = workdir / "state"
         self.log_path = workdir / "smsrx-dev.log"
         self.env = dev_command_env(
@@ -136,12 +202,13 @@ class DevCommand:
             EXPIRY_HORIZON="20s",
             EXPIRY_SWEEP_INTERVAL="3s",
             ORANGE_API_URL=orange_url,
-            INSECURE_PROVIDER_URLS="1",  # the fake Orange API serves plain HTTP
+            INSECURE_PROVIDER_URLS="1",  # the fake carrier APIs serve plain HTTP
             ORANGE_AUTH_HEADER=ORANGE_AUTH,
             ORANGE_SENDER=ORANGE_SENDER,
             ORANGE_NOTIFY_URL=ORANGE_NOTIFY_URL,
             ORANGE_RECONCILE_INTERVAL="3s",
             ORANGE_TIMEOUT="2s",
+            **carriers,  # the fake status APIs: `smsrx dev` starts the poller
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.addresses: dict[str, Any] = {}

@@ -68,8 +68,17 @@ def test_traffic_got_every_kind_of_answer(obs: Observation) -> None:
     assert obs.report.submissions > 20
 
 
+def test_poller_polled_both_fake_status_apis(obs: Observation) -> None:
+    """The Gateway SMS and VavaSMS sends were polled: both fakes answered the poller, which never refused credentials or went past the fake's limits."""
+    assert obs.report.polled_submissions["gatewaysms"] >= 3, obs.report.polled_submissions
+    assert obs.report.polled_submissions["vavasms"] >= 3, obs.report.polled_submissions
+    for fake in (obs.carriers.gateway, obs.carriers.vava):
+        answered = [r.status for r in list(fake.requests)]
+        assert answered and set(answered) <= {0, 200}, answered
+
+
 def test_prometheus_scrapes_every_process(obs: Observation) -> None:
-    """Prometheus scrapes the receiver, the three workers, the reconciler and the prune, with the compose job names."""
+    """Prometheus scrapes the receiver, the three workers, the reconciler, the prune and the poller, with the compose job names."""
     targets = obs.prometheus.api("targets")["activeTargets"]
     assert {t["labels"]["job"] for t in targets} == {
         "smsrx-receiver",
@@ -78,6 +87,7 @@ def test_prometheus_scrapes_every_process(obs: Observation) -> None:
         "smsrx-subscriptions",
         "smsrx-inbound",
         "smsrx-prune",
+        "smsrx-poller",
     }
     assert all(t["health"] == "up" for t in targets), targets
 

@@ -155,6 +155,9 @@ def test_required_panels_are_present() -> None:
             "opt-outs and opt-ins per minute, by country",
             "routed per second, by route",
             "opt-out checks per second, by answer",
+            "delivery rate, by provider",
+            "by source (push / poll)",
+            "unmapped carrier statuses, by provider and value",
         ],
         "pipeline-health": [
             "consumer lag",
@@ -164,10 +167,24 @@ def test_required_panels_are_present() -> None:
             "processes up",
             "rows deleted per day, by table",
             "oldest row age in days, by table",
+            "status polls per second, by provider and outcome",
+            "status poll latency (p95)",
+            "pending and due for a poll",
+            "most overdue poll",
+            "waiting for the rate limit",
+            "poll credentials accepted",
         ],
     }.items():
         for word in words:
             assert word in titles[name], f"{name}: no panel about {word!r}"
+
+
+def test_no_panel_is_pinned_to_one_provider() -> None:
+    """Panels cover every provider: a query may follow $provider, never name one provider."""
+    for panel in grafana.panels():
+        for target in panel.targets:
+            query = target.get("expr") or target.get("rawSql", "")
+            assert not re.search(r"provider\s*(=|!=|<>)\s*['\"]", query), (panel.id, query)
 
 
 def test_sql_macros_expand_like_grafana() -> None:

@@ -9,6 +9,10 @@ a sending service asks the inbound worker whether numbers are suppressed
 (``GET /v1/optouts/{e164}``). Recipients are spread over six countries. Once, the broker is
 stalled (SIGSTOP) for a few seconds: callbacks are spooled, then answered 503 when the
 small spool is full; the spool is replayed when the broker resumes.
+
+Every other round, a Gateway SMS or a VavaSMS send is submitted too: those carriers push
+no receipts, the poller asks their (fake) status APIs, whose answers reach a final state
+after a poll or two; one VavaSMS recipient first answers a value no mapping knows.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -29,7 +34,10 @@ import psutil
 
 from consumers.submit import build_submission, publish_submission
 from smsrx.settings import Settings
+from tests.fakes.gatewaysms import GatewayState
+from tests.fakes.vavasms import VavaState
 from tests.helpers import orange_receipt
+from tests.ops.stack import FakeCarriers
 
 ORANGE_DR = "/callbacks/orange/dr"
 VAVASMS_MO = "/callbacks/vavasms/inbound"
@@ -66,6 +74,21 @@ REPLIES: list[tuple[str, int]] = [
     ("Bonjour, à quelle heure est le rendez-vous ?", 3),  # route default
 ]
 OPT_OUT_REPLIES = {"STOP", "Arrêt merci"}
+# What the fake status APIs answer to each poll of a recipient: (state, polls), the last
+# state from then on (tests/fakes). Each reaches a final state at the first or second poll.
+GATEWAYSMS_FATES: list[list[tuple[GatewayState | str, int]]] = [
+    [("DELIVERED", 1)],
+    [("PENDING", 1), ("DELIVERED", 1)],
+    [("PENDING", 1), ("UNDELIVERABLE", 1)],
+    [("REJECTED", 1)],
+]
+VAVASMS_FATES: list[list[tuple[VavaState | str, int]]] = [
+    [("sent", 1), ("delivered", 1)],
+    [("delivered", 1)],
+    [("pending", 1), ("failed", 1)],
+]
+UNMAPPED_VAVASMS = "weird-state"
+"""A VavaSMS status no mapping knows: counted in smsrx_unmapped_statuses_total."""
 
 
 def phone(rng: random.Random, country: str) -> str:
@@ -97,6 +120,9 @@ class Report:
 
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     submissions: int = 0
+    """Orange submissions (receipts pushed)."""
+    polled_submissions: Counter[str] = field(default_factory=Counter)
+    """Submissions by provider whose statuses the poller asks the fake status APIs."""
     stalled_for: float = 0.0
 
     def count(self, path: str, status: int) -> None:
@@ -111,7 +137,14 @@ class Report:
 class Traffic:
     """Drives one stack for ``duration`` seconds."""
 
-    def __init__(self, addresses: dict[str, Any], broker: psutil.Process, *, seed: int = 5) -> None:
+    def __init__(
+        self,
+        addresses: dict[str, Any],
+        broker: psutil.Process,
+        carriers: FakeCarriers | None = None,
+        *,
+        seed: int = 5,
+    ) -> None:
         self.url = addresses["receiver_url"]
         self.optouts_url = addresses["optouts_url"]
         """The inbound worker's ``GET /v1/optouts/`` prefix, as dev.json gives it."""
@@ -122,6 +155,8 @@ class Traffic:
             kafka_send_timeout=5.0,
         )
         self.broker = broker
+        self.carriers = carriers
+        """The fake status APIs the poller polls; None: no Gateway SMS or VavaSMS sends."""
         self.rng = random.Random(seed)
         self.report = Report()
         self.pending: list[Pending] = []
@@ -194,9 +229,52 @@ class Traffic:
         """One second of traffic."""
         for _ in range(2):
             await self.submit(self.rng.randint(1, 3))
+        if self.carriers is not None and n % 4 == 0:
+            await self.submit_gatewaysms(self.carriers, self.rng.randint(1, 3))
+        if self.carriers is not None and n % 4 == 2:
+            await self.submit_vavasms(self.carriers, 2, unmapped=n == 2)
         await asyncio.gather(
             *self.receipts(ok), *self.inbound(ok, n), *self.rejects(ok, bad, n), *self.checks(ok, n)
         )
+
+    async def submit_gatewaysms(self, carriers: FakeCarriers, countries: int) -> None:
+        """One Gateway SMS message (one id for every recipient), known to its fake status
+        API first, then published."""
+        message_id = uuid.uuid4().hex[:24]
+        scripts = {
+            phone(self.rng, self.rng.choice(list(COUNTRIES))): self.rng.choice(GATEWAYSMS_FATES)
+            for _ in range(countries)
+        }
+        await carriers.call(partial(carriers.gateway.add_message, message_id, scripts))
+        await self._publish("gatewaysms", message_id, list(scripts))
+
+    async def submit_vavasms(self, carriers: FakeCarriers, count: int, *, unmapped: bool) -> None:
+        """One VavaSMS send to ``count`` recipients, each with its own message id (one
+        submission each, as `smsrx submissions publish` makes them); with ``unmapped``, the
+        first recipient answers a value no mapping knows for two polls, then delivered."""
+        lot = f"LOT-{uuid.uuid4().hex[:12]}"
+        for i in range(count):
+            message_id = f"SM-{uuid.uuid4().hex[:12]}"
+            script = (
+                [(UNMAPPED_VAVASMS, 2), ("delivered", 1)]
+                if unmapped and i == 0
+                else self.rng.choice(VAVASMS_FATES)
+            )
+            await carriers.call(partial(carriers.vava.add_message, message_id, script, lot))
+            await self._publish(
+                "vavasms", message_id, [phone(self.rng, self.rng.choice(list(COUNTRIES)))]
+            )
+
+    async def _publish(self, provider: str, message_id: str, recipients: list[str]) -> None:
+        submission = build_submission(
+            provider=provider,
+            message_id=message_id,
+            recipients=recipients,
+            submitted_at=None,
+            tags=["tenant=ops-check"],
+        )
+        await publish_submission(self.settings, submission)
+        self.report.polled_submissions[provider] += 1
 
     def receipts(self, ok: aiohttp.ClientSession) -> list[Coroutine[Any, Any, int]]:
         """The next receipt of recipients submitted at least a round ago, and a carrier retry."""
