@@ -18,8 +18,10 @@ from collections.abc import Callable
 
 import phonenumbers
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from smsrx import events, partitioner, phones
+from smsrx.fastmetrics import FastCounter, FastHistogram
 
 _KEY = b"8f3a2c1e-5b7d-4e9a-a1c3-2d4f6e8b0a9c"
 _PARTS = ("orange", "8f3a2c1e-5b7d-4e9a-a1c3-2d4f6e8b0a9c", "+2250700000000", "DeliveredToTerminal")
@@ -40,6 +42,32 @@ def _slow_e164(number: str) -> str:
 
 def _timed(call: Callable[[], object], number: int, repeat: int) -> float:
     return statistics.median(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e6
+
+
+def _metrics(n: int, r: int) -> list[tuple[str, float]]:
+    """A counter increment and a histogram observation, as the receiver makes per request."""
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    counter = Counter("m_total", "m", ["p", "o"], registry=registry).labels("orange", "accepted")
+    histogram = Histogram("m_seconds", "m", ["p"], buckets=buckets, registry=registry).labels("o")
+    fast_counter = FastCounter("f", "f", ["p", "o"], registry=registry)
+    fast_histogram = FastHistogram("f_seconds", "f", ["p"], buckets, registry=registry)
+
+    def fast_inc() -> None:
+        fast_counter.cell("orange", "accepted")[0] += 1
+
+    return [
+        ("prometheus_client Counter.inc (child looked up)", _timed(counter.inc, n, r)),
+        ("smsrx.fastmetrics FastCounter, cell and +1", _timed(fast_inc, n, r)),
+        (
+            "prometheus_client Histogram.observe (13 buckets)",
+            _timed(lambda: histogram.observe(0.012), n, r),
+        ),
+        (
+            "smsrx.fastmetrics FastHistogram.observe",
+            _timed(lambda: fast_histogram.observe(fast_histogram.cell("o"), 0.012), n, r),
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             _timed(lambda: str(uuid.uuid5(_NAMESPACE, "\x1f".join(_PARTS))), n, r),
         ),
         ("smsrx.events.event_id_for", _timed(lambda: events.event_id_for(*_PARTS), n, r)),
+        *_metrics(n, r),
     ]
     width = max(len(name) for name, _ in rows)
     for name, micros in rows:

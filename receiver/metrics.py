@@ -1,11 +1,14 @@
-"""The receiver's Prometheus metrics (served on its own plain-HTTP port)."""
+"""The receiver's Prometheus metrics (served on its own plain-HTTP port).
+
+What every request or event touches (requests, their duration, publishes, dedup hits) is
+a :mod:`smsrx.fastmetrics` counter or histogram: plain numbers, exported when scraped.
+"""
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from prometheus_client import Counter, Gauge
 
-from prometheus_client import Counter, Gauge, Histogram
+from smsrx.fastmetrics import FastCounter, FastHistogram
 
 __all__ = [
     "dedup_hit",
@@ -36,27 +39,27 @@ __all__ = [
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-REQUESTS = Counter(
+REQUESTS = FastCounter(
     "smsrx_receiver_requests",
     "Callback requests by provider and outcome (accepted, duplicate, refused_ip, bad_request, ...)",
     ["provider", "outcome"],
 )
-REQUEST_SECONDS = Histogram(
+REQUEST_SECONDS = FastHistogram(
     "smsrx_receiver_request_duration_seconds",
     "Time from request start to response, by provider",
     ["provider"],
     buckets=_LATENCY_BUCKETS,
 )
-PUBLISH_SECONDS = Histogram(
+PUBLISH_SECONDS = FastHistogram(
     "smsrx_receiver_publish_duration_seconds",
     "Time for the broker to acknowledge one event (acks=all), by topic",
     ["topic"],
     buckets=_LATENCY_BUCKETS,
 )
-EVENTS_PUBLISHED = Counter(
+EVENTS_PUBLISHED = FastCounter(
     "smsrx_receiver_events_published", "Events acknowledged by the broker, by topic", ["topic"]
 )
-DEDUP_HITS = Counter(
+DEDUP_HITS = FastCounter(
     "smsrx_receiver_dedup_hits",
     "Repeated callbacks answered 200 without publishing, by provider and where the repeat was found",
     ["provider", "source"],
@@ -159,11 +162,11 @@ def initialise(providers: tuple[str, ...], topics: tuple[str, ...]) -> None:
     """Create every known label set at 0, so dashboards and alerts see 0 rather than no data."""
     for provider in (*providers, "none"):
         for outcome in OUTCOMES:
-            REQUESTS.labels(provider, outcome)
+            REQUESTS.cell(provider, outcome)
     for provider in providers:
-        REQUEST_SECONDS.labels(provider)
+        REQUEST_SECONDS.cell(provider)
         for source in ("cache", "in_flight", "database"):
-            DEDUP_HITS.labels(provider, source)
+            DEDUP_HITS.cell(provider, source)
     for reason in ("timeout", "error", "not_ready"):
         PRODUCER_ERRORS.labels(reason)
     for operation in ("lookup", "write", "write_skipped"):
@@ -171,33 +174,26 @@ def initialise(providers: tuple[str, ...], topics: tuple[str, ...]) -> None:
     for destination in ("dead_letter", "quarantine"):
         SPOOL_DEAD_LETTERED.labels(destination)
     for topic in topics:
-        PUBLISH_SECONDS.labels(topic)
-        EVENTS_PUBLISHED.labels(topic)
+        PUBLISH_SECONDS.cell(topic)
+        EVENTS_PUBLISHED.cell(topic)
         SPOOLED.labels(topic)
-
-
-# Label children looked up once: ``.labels()`` validates and locks on every call, which
-# costs more than the increment itself on the per-request path.
-@functools.cache
-def _child(metric: Any, labels: tuple[str, ...]) -> Any:
-    return metric.labels(*labels)
 
 
 def observe_request(provider: str, outcome: str, seconds: float) -> None:
     """Count one callback request and record its duration."""
-    _child(REQUESTS, (provider, outcome)).inc()
-    _child(REQUEST_SECONDS, (provider,)).observe(seconds)
+    REQUESTS.cell(provider, outcome)[0] += 1
+    REQUEST_SECONDS.observe(REQUEST_SECONDS.cell(provider), seconds)
 
 
 def observe_publish(topic: str, seconds: float) -> None:
     """Count one event the broker acknowledged and record how long that took."""
-    _child(PUBLISH_SECONDS, (topic,)).observe(seconds)
-    _child(EVENTS_PUBLISHED, (topic,)).inc()
+    PUBLISH_SECONDS.observe(PUBLISH_SECONDS.cell(topic), seconds)
+    EVENTS_PUBLISHED.cell(topic)[0] += 1
 
 
 def dedup_hit(provider: str, source: str) -> None:
     """Count one repeated event answered without publishing (source: cache, in_flight, database)."""
-    _child(DEDUP_HITS, (provider, source)).inc()
+    DEDUP_HITS.cell(provider, source)[0] += 1
 
 
 # The carrier-facing port's connections (receiver/server.py).

@@ -183,7 +183,7 @@ class Publisher:
                 raise Unavailable(f"replay batch not acknowledged: {outcome!r}")
         for index, (topic, _, _) in enumerate(records):
             if index not in refused:
-                metrics.EVENTS_PUBLISHED.labels(topic).inc()
+                metrics.EVENTS_PUBLISHED.inc(topic)
         if refused:
             metrics.PRODUCER_ERRORS.labels("error").inc(len(refused))
             raise Refused(f"the broker refused {len(refused)} records for good", reasons=refused)
