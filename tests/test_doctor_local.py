@@ -133,3 +133,15 @@ def test_spool_turned_off_or_nearly_full_warns(tmp_path: Path) -> None:
     (tmp_path / "000000000001.seg").write_bytes(b"x" * 900)
     full = spool(Settings(spool_dir=tmp_path, spool_max_bytes=1000), {})
     assert full.ok is None and "nearly full" in full.detail
+
+
+def test_polling_says_which_carriers_are_polled() -> None:
+    """A provider with its credentials is polled; one without says which variables would make it so."""
+    from smsrx.cli.doctor_polling import polling
+
+    settings = Settings.from_env({"SMSRX_GATEWAYSMS_TOKEN": "t", "SMSRX_VAVASMS_USERNAME": "u"})
+    found = {check.name: check for check in polling(settings)}
+    assert found["polling gatewaysms"].ok is True
+    assert found["polling gatewaysms"].detail.endswith("is polled (smsrx consumer poller)")
+    assert "set SMSRX_VAVASMS_PASSWORD to poll" in found["polling vavasms"].detail
+    assert "t" not in found["polling gatewaysms"].detail.split()

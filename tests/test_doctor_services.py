@@ -63,6 +63,8 @@ async def test_all_ok_on_a_migrated_database_with_topics(healthy: Settings) -> N
         "allowlist vavasms",
         "trusted proxies",
         "orange subscription",
+        "polling gatewaysms",
+        "polling vavasms",
         "spool",
     ]
     found = by_name(checks)
@@ -70,6 +72,8 @@ async def test_all_ok_on_a_migrated_database_with_topics(healthy: Settings) -> N
     assert "4 partition(s) each" in found["topics"].detail
     assert found["migrations"].detail.startswith(f"all {len(migrations())} applied")
     assert found["orange subscription"].detail.startswith("not configured")
+    assert found["polling gatewaysms"].detail.startswith("not configured")
+    assert "SMSRX_VAVASMS_USERNAME and SMSRX_VAVASMS_PASSWORD" in found["polling vavasms"].detail
 
 
 async def test_json_output_parses_and_exits_0(healthy: Settings, tmp_path: Path) -> None:
@@ -79,7 +83,7 @@ async def test_json_output_parses_and_exits_0(healthy: Settings, tmp_path: Path)
     assert "Traceback" not in err
     report = json.loads(out)
     assert report["ok"] is True
-    assert report["counts"] == {"ok": 11, "warn": 0, "fail": 0}
+    assert report["counts"] == {"ok": 13, "warn": 0, "fail": 0}
     assert {item["status"] for item in report["checks"]} == {"ok"}
     assert set(report["checks"][0]) == {"name", "status", "ok", "detail", "fix"}
 
@@ -289,4 +293,4 @@ async def test_second_terminal_checks_the_running_dev_stack(
     assert f"{state / 'tls' / 'cert.pem'}: for localhost" in out
     assert "OK    allowlist vavasms    127.0.0.1, ::1" in out
     assert f"OK    spool                {state / 'spool'}: not created yet" in out
-    assert out.rstrip().endswith("11 checks: 11 OK, 0 warning(s), 0 failed")
+    assert out.rstrip().endswith("13 checks: 13 OK, 0 warning(s), 0 failed")

@@ -53,6 +53,9 @@ checks, in the order reported:
                        only; Orange is not called); otherwise "not configured"
   orange (online)      only with --online: asks Orange about the stored id, as 'smsrx
                        subscriptions check' does (and records its answer, as that does)
+  polling gatewaysms   whether Gateway SMS's status API is polled: SMSRX_GATEWAYSMS_TOKEN
+                       set, else a warning that its messages never get a delivery status
+  polling vavasms      the same for VavaSMS: SMSRX_VAVASMS_USERNAME and _PASSWORD
   spool                SMSRX_SPOOL_DIR: size, whether a running receiver holds it (Linux
                        /proc/locks), and the free space of its filesystem
 
@@ -85,7 +88,7 @@ def add_command(sub: Any) -> None:
     """Register ``doctor`` on the ``smsrx`` parser."""
     parser = sub.add_parser(
         "doctor",
-        help="check the configuration: services, certificate, allowlists, Orange, spool",
+        help="check the configuration: services, certificate, allowlists, Orange, polling, spool",
         description="Check the configuration in the environment, item by item: each is OK,\n"
         "a warning or a failure, with what to do about it. Nothing is changed.",
         epilog=_CHECKS,
@@ -137,6 +140,7 @@ async def collect(
 ) -> list[Check]:
     """Every check of ``settings``, in the order of ``smsrx doctor --help``."""
     from smsrx.cli import doctor_local as local
+    from smsrx.cli import doctor_polling as polling
     from smsrx.cli import doctor_services as services
 
     moment = now or utcnow()
@@ -156,6 +160,7 @@ async def collect(
                 settings, limit, moment, online=online, store_ready=store_ready
             ),
         ),
+        *_safely("polling", lambda: polling.polling(settings)),
         *_safely("spool", lambda: [local.spool(settings, local.read_flock_holders())]),
     ]
 
