@@ -51,12 +51,18 @@ class Target:
     higher_is_better: bool
     requires: tuple[Figure, float] | None = None
     """Another figure whose median must reach a value too (the rate a latency was at)."""
+    requires_at_most: tuple[Figure, float] | None = None
+    """Another figure whose median must not exceed a value (the catch-up a rate allowed)."""
 
     @property
     def met(self) -> bool:
-        """Whether the median meets the bound (and the required figure its value)."""
+        """Whether the median meets the bound (and the required figures their values)."""
         median = self.figure.median
         if self.requires is not None and not self.requires[0].median >= self.requires[1]:
+            return False
+        if self.requires_at_most is not None and not (
+            self.requires_at_most[0].median <= self.requires_at_most[1]
+        ):
             return False
         return median >= self.bound if self.higher_is_better else median <= self.bound
 
@@ -109,13 +115,26 @@ class Results:
         *,
         higher_is_better: bool,
         requires: tuple[str, float] | None = None,
+        requires_at_most: tuple[str, float] | None = None,
     ) -> None:
-        """Declare a target on an existing figure."""
+        """Declare a target on an existing figure; ``requires`` names a figure that must
+        reach a value too, ``requires_at_most`` one that must not exceed a value."""
         if key in self.figures:
-            needed = None
-            if requires is not None and requires[0] in self.figures:
-                needed = (self.figures[requires[0]], requires[1])
-            self.targets.append(Target(label, self.figures[key], bound, higher_is_better, needed))
+            self.targets.append(
+                Target(
+                    label,
+                    self.figures[key],
+                    bound,
+                    higher_is_better,
+                    self._bound(requires),
+                    self._bound(requires_at_most),
+                )
+            )
+
+    def _bound(self, requirement: tuple[str, float] | None) -> tuple[Figure, float] | None:
+        if requirement is None or requirement[0] not in self.figures:
+            return None
+        return (self.figures[requirement[0]], requirement[1])
 
 
 _UNITS: dict[str, Callable[[float], str]] = {
@@ -176,12 +195,17 @@ def target_rows(targets: Sequence[Target]) -> list[list[str]]:
             f"{fmt(t.figure.median, t.figure.unit)} {t.figure.unit if t.figure.unit != 'ratio' else ''}".strip(),
             f"{t.figure.spread} (n={len(t.figure.values)})",
             f"{t.attained:.3f}",
-            ("met" if t.met else "**missed**")
-            + (
-                f" (at {fmt(t.requires[0].median, t.requires[0].unit)} {t.requires[0].unit})"
-                if t.requires is not None
-                else ""
-            ),
+            ("met" if t.met else "**missed**") + _conditions(t),
         ]
         for t in targets
     ]
+
+
+def _conditions(target: Target) -> str:
+    """`` (at 2,000 req/s)``: the medians of the figures a target requires."""
+    shown = [
+        f"{fmt(needed[0].median, needed[0].unit)} {needed[0].unit}"
+        for needed in (target.requires, target.requires_at_most)
+        if needed is not None
+    ]
+    return f" (at {', '.join(shown)})" if shown else ""

@@ -2,8 +2,11 @@
 
 Starts its own broker and PostgreSQL on free loopback ports, runs the four sections
 of issue 7 (receiver against the bare handler, scale-out, workers against the raw
-upsert, end to end) plus memory, and prints every figure with its median and spread
-over the repetitions, then the target table. See bench/README.md.
+upsert, end to end) plus memory, and the two of issue 11: the whole stack at full
+speed (throughput, catch-up, CPU per receipt of every process but the load
+generator) and a soak (30 minutes at 1,000 receipts/s between two bursts at full
+speed, run once). Prints every figure with its median and spread over the
+repetitions, then the target table. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,21 +31,27 @@ from bench import procfs  # noqa: E402
 from bench.e2e import run_e2e  # noqa: E402
 from bench.receiver_bench import run_receiver, run_scale_out  # noqa: E402
 from bench.report import Results, figure_rows, table, target_rows  # noqa: E402
+from bench.soak import run_soak  # noqa: E402
 from bench.stack import BenchStack  # noqa: E402
+from bench.stack_bench import run_stack  # noqa: E402
 from bench.traffic import campaign  # noqa: E402
 from bench.workers_bench import run_workers  # noqa: E402
 from bench.wrk import require_wrk  # noqa: E402
 
 logger = logging.getLogger("bench")
 
-SECTIONS = ("receiver", "scale", "workers", "e2e")
+SECTIONS = ("receiver", "scale", "workers", "e2e", "stack", "soak")
 README = Path(__file__).with_name("README.md")
 _BEGIN, _END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (about 5 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs (about 8 minutes: 15 s whole-stack bursts, a 2-minute soak)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (3)")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}"
@@ -51,6 +60,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--receipts", type=int, help="receipts pre-filled (500000; quick 100000)")
     parser.add_argument("--e2e-seconds", type=float, help="end-to-end run length (60; quick 15)")
     parser.add_argument("--e2e-rate", type=int, default=2000, help="end-to-end receipts/s (2000)")
+    parser.add_argument(
+        "--stack-seconds", type=float, help="whole-stack burst at full speed (60; quick 15)"
+    )
+    parser.add_argument(
+        "--soak-minutes", type=float, help="soak: minutes at 1,000 receipts/s (30; quick 2)"
+    )
+    parser.add_argument(
+        "--soak-burst-seconds",
+        type=float,
+        help="soak: each burst at full speed, before and after (20; quick 10)",
+    )
     parser.add_argument(
         "--readme", action="store_true", help="write the results into bench/README.md"
     )
@@ -71,6 +91,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if args.quick else 6.0)
     args.receipts = args.receipts or (100_000 if args.quick else 500_000)
     args.e2e_seconds = args.e2e_seconds or (15.0 if args.quick else 60.0)
+    args.stack_seconds = args.stack_seconds or (15.0 if args.quick else 60.0)
+    args.soak_minutes = args.soak_minutes or (2.0 if args.quick else 30.0)
+    args.soak_burst_seconds = args.soak_burst_seconds or (10.0 if args.quick else 20.0)
     return args
 
 
@@ -164,6 +187,19 @@ async def _sections(
             await run_e2e(
                 stack, results, watch, runs=runs, seconds=args.e2e_seconds, rate=args.e2e_rate
             )
+    if "stack" in args.only:
+        logger.info("== 6. whole stack at full speed for %.0fs ==", args.stack_seconds)
+        with _Contention(results, "section 6 (whole stack)"):
+            await run_stack(stack, results, runs=runs, seconds=args.stack_seconds)
+    if "soak" in args.only:
+        logger.info("== 7. soak: %.0f minutes at 1,000 receipts/s ==", args.soak_minutes)
+        with _Contention(results, "section 7 (soak)"):
+            await run_soak(
+                stack,
+                results,
+                minutes=args.soak_minutes,
+                burst_seconds=args.soak_burst_seconds,
+            )
 
 
 def _targets(results: Results) -> None:
@@ -182,6 +218,12 @@ def _targets(results: Results) -> None:
         higher_is_better=False,
     )
     results.target(
+        "receiver CPU per request, HTTPS, 64 conn",
+        "receiver.https.c64.cpu",
+        80.0,
+        higher_is_better=False,
+    )
+    results.target(
         "status-projection ÷ raw upsert ceiling", "workers.ratio", 0.7, higher_is_better=True
     )
     results.target(
@@ -196,6 +238,29 @@ def _targets(results: Results) -> None:
         1000.0,
         higher_is_better=False,
         requires=("e2e.rate", 0.95 * 2000),
+    )
+    results.target(
+        "analytics throughput, 1 worker", "workers.analytics", 50_000, higher_is_better=True
+    )
+    results.target(
+        "whole stack, sustained: 60 s burst at full speed, caught up within 5 s",
+        "stack.rate",
+        3_000,
+        higher_is_better=True,
+        requires_at_most=("stack.catchup", 5.0),
+    )
+    results.target(
+        "whole stack CPU per receipt (every process but the load generator)",
+        "stack.cpu.total",
+        450.0,
+        higher_is_better=False,
+    )
+    results.target(
+        "whole stack after 30 min at 1,000 receipts/s ÷ at its start",
+        "soak.ratio",
+        0.9,
+        higher_is_better=True,
+        requires=("soak.steady.rate", 0.95 * 1000),
     )
     results.target("receiver RSS under load", "memory.receiver", 150.0, higher_is_better=False)
     results.target(
@@ -274,6 +339,8 @@ def render(
         ("2. Scale-out (smsrx receiver --workers N, HTTPS, 64 conn)", ("scale.",)),
         ("3. Worker throughput", ("workers.",)),
         ("4. End to end", ("e2e.",)),
+        ("6. Whole stack at full speed (wrk, 1 thread, 64 conn, HTTPS)", ("stack.",)),
+        ("7. Soak: a steady 1,000 receipts/s between two bursts at full speed", ("soak.",)),
     )
     for title, prefixes in sections:
         figures = [f for k, f in results.figures.items() if k.startswith(prefixes) and f.values]

@@ -20,7 +20,6 @@ from receiver.adapters import orange
 from smsrx.clock import utcnow
 from smsrx.codec import encode
 from smsrx.events import DeliveryReceipt
-from smsrx.statuses import Status
 
 __all__ = ["Campaign", "campaign", "orange_body"]
 
@@ -126,7 +125,7 @@ def _receipt(message_id: str, address: str, status: str, received_at: datetime) 
         provider=orange.PROVIDER,
         message_id=message_id,
         recipient=address[4:],
-        status=orange.STATUSES.get(status, Status.UNKNOWN),
+        status=orange.STATUSES.map(status).status,
         provider_status=status,
         received_at=received_at,
         raw={
