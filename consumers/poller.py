@@ -38,7 +38,7 @@ from aiokafka.errors import KafkaError
 from consumers.batches import Applied, Batch, Decoder
 from consumers.polling import metrics
 from consumers.polling.client import Outcome, PollClient, PollResult
-from consumers.polling.clients import open_clients
+from consumers.polling.clients import open_clients, poll_rate
 from consumers.polling.decide import AUTH_PAUSE, RETRY_FIRST, decide
 from consumers.polling.ratelimit import RateLimit
 from consumers.polling.schedule import (
@@ -115,7 +115,7 @@ class Poller(Worker):
         if self._own_clients:
             self.clients = open_clients(self.settings)
         for name in self.clients:
-            rate = float(getattr(self.settings, f"{name}_poll_rate"))
+            rate = poll_rate(self.settings, name)
             self._limits[name] = RateLimit(name, rate)
             metrics.CREDENTIALS_OK.labels(name).set(1)
         producer = make_producer(self.settings)

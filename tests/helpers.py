@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,22 @@ def dev_command_env(state: Path, **variables: str) -> dict[str, str]:
             **ports,
             **variables,
         }
+    )
+
+
+def second_terminal(home: Path, *argv: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`smsrx ARGV` run in ``home`` as from a new terminal: no SMSRX_* variable but
+    ``variables``, ``HOME`` set to ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
+    env.update(HOME=str(home), **variables)
+    return subprocess.run(
+        [sys.executable, "-m", "smsrx.cli", *argv],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from smsrx.cli.dev.process import free_port
-from tests.helpers import dev_command_env
+from tests.helpers import dev_command_env, second_terminal
 
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "tests" / "samples" / "orange_dr.json"
@@ -189,21 +188,6 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         proc.wait(60)
 
 
-def _second_terminal(home: Path, *argv: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    """`smsrx ARGV` in ``home`` with no SMSRX_* variable but ``variables``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
-    env.update(HOME=str(home), **variables)
-    return subprocess.run(
-        [sys.executable, "-m", "smsrx.cli", *argv],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.timeout(240)
 def test_second_terminal_publishes_and_reads_status_through_dev_json(
     dev_stack: tuple[Path, dict[str, Any]],
@@ -211,14 +195,14 @@ def test_second_terminal_publishes_and_reads_status_through_dev_json(
     """With no variables, `submissions publish` and `status` use the running dev stack and say so."""
     home, dev_json = dev_stack
     using = USING.format(pid=dev_json["pid"])
-    published = _second_terminal(home, *PUBLISH, "--message-id", "second-1")
+    published = second_terminal(home, *PUBLISH, "--message-id", "second-1")
     assert published.returncode == 0, published.stderr
     assert published.stderr.splitlines() == [using]
     assert published.stdout.startswith("published submission ")
 
     deadline = time.monotonic() + 60
     while True:
-        status = _second_terminal(home, "status", "orange", "second-1")
+        status = second_terminal(home, "status", "orange", "second-1")
         if status.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -235,7 +219,7 @@ def test_an_explicit_database_url_turns_dev_json_off(
     home, _ = dev_stack
     port = free_port()
     url = f"postgresql://postgres:secret@127.0.0.1:{port}/elsewhere"
-    status = _second_terminal(home, "status", "orange", "x", SMSRX_DATABASE_URL=url)
+    status = second_terminal(home, "status", "orange", "x", SMSRX_DATABASE_URL=url)
     assert status.returncode == 4
     [line] = status.stderr.splitlines()
     assert line.startswith("smsrx: ") and f"127.0.0.1:{port}/elsewhere (SMSRX_DATABASE_URL)" in line
@@ -248,7 +232,7 @@ def test_publishing_idempotently_to_the_dev_broker_is_one_line(
 ) -> None:
     """SMSRX_KAFKA_IDEMPOTENCE=1 against the development broker: one line naming the fix, exit 5, no traceback."""
     home, dev_json = dev_stack
-    published = _second_terminal(
+    published = second_terminal(
         home, *PUBLISH, "--message-id", "second-2", SMSRX_KAFKA_IDEMPOTENCE="1"
     )
     assert published.returncode == 5
@@ -269,7 +253,7 @@ def test_a_stale_dev_json_is_ignored(
     gone.wait()
     (tmp_path / ".smsrx").mkdir()
     (tmp_path / ".smsrx" / "dev.json").write_text(json.dumps({**dev_json, "pid": gone.pid}))
-    status = _second_terminal(tmp_path, "status", "orange", "x")
+    status = second_terminal(tmp_path, "status", "orange", "x")
     assert status.returncode == 4
     [line] = status.stderr.splitlines()
     assert "127.0.0.1:5432/smsrx (SMSRX_DATABASE_URL)" in line
@@ -278,7 +262,7 @@ def test_a_stale_dev_json_is_ignored(
 def test_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
     """Publishing to a broker nobody runs: one line naming SMSRX_KAFKA_BOOTSTRAP, exit 4."""
     bootstrap = f"127.0.0.1:{free_port()}"
-    published = _second_terminal(
+    published = second_terminal(
         tmp_path, *PUBLISH, "--message-id", "x", SMSRX_KAFKA_BOOTSTRAP=bootstrap
     )
     assert published.returncode == 4
@@ -289,7 +273,7 @@ def test_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
     """A usage error is one line naming the help to read, exit 2."""
-    status = _second_terminal(tmp_path, "status", "orange")
+    status = second_terminal(tmp_path, "status", "orange")
     assert status.returncode == 2
     assert status.stderr.splitlines() == [
         "smsrx status: the following arguments are required: MESSAGE_ID (see 'smsrx status --help')"

@@ -4,7 +4,6 @@ Gateway SMS message submitted from a second terminal shows its polled statuses."
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -14,25 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.gatewaysms import FakeGatewaySms
-from tests.helpers import dev_command_env
+from tests.helpers import dev_command_env, second_terminal
 
 ROOT = Path(__file__).parent.parent
 MESSAGE = "5e5e65429f272510fb6adcc0"
 A, B, C = "+393495155018", "+393495155019", "+393495155020"
-
-
-def _second_terminal(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRX_")}
-    env["HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "smsrx.cli", *argv],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def _until(check: object, what: str, timeout: float = 120) -> None:
@@ -72,7 +57,7 @@ async def test_dev_polls_gateway_sms_and_status_shows_how(tmp_path: Path) -> Non
     try:
         await _until(lambda: (home / ".smsrx" / "dev.json").is_file(), "dev.json")
         published = await asyncio.to_thread(
-            _second_terminal,
+            second_terminal,
             home,
             *("submissions", "publish", "--provider", "gatewaysms", "--message-id", MESSAGE),
             *("--recipient", A, "--recipient", B, "--recipient", C),
@@ -81,7 +66,7 @@ async def test_dev_polls_gateway_sms_and_status_shows_how(tmp_path: Path) -> Non
         status: list[subprocess.CompletedProcess[str]] = []
 
         def final() -> bool:
-            status[:] = [_second_terminal(home, "status", "gatewaysms", MESSAGE)]
+            status[:] = [second_terminal(home, "status", "gatewaysms", MESSAGE)]
             return status[0].stdout.count("(final,") == 3
 
         await _until(final, "three final recipients")

@@ -11,7 +11,7 @@ from consumers.polling.vavasms import VavaSmsClient
 from smsrx import providers
 from smsrx.settings import DECLARED, Settings
 
-__all__ = ["FACTORIES", "missing_credentials", "open_clients", "pollable"]
+__all__ = ["FACTORIES", "missing_credentials", "open_clients", "poll_rate", "pollable"]
 
 FACTORIES: dict[str, Callable[[Settings], PollClient]] = {
     "gatewaysms": GatewaySmsClient.from_settings,
@@ -32,6 +32,14 @@ def missing_credentials(settings: Settings) -> dict[str, list[str]]:
         ]
         for name in FACTORIES
     }
+
+
+def poll_rate(settings: Settings, name: str) -> float:
+    """The requests per second allowed to provider ``name``'s status API."""
+    env = providers.get(name).poll_rate_env
+    if env is None:
+        raise ValueError(f"{name} declares no poll rate setting")
+    return float(getattr(settings, _FIELDS[env]))
 
 
 def pollable(settings: Settings) -> list[str]:

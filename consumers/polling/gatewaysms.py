@@ -23,10 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-import orjson
-
 from consumers.polling.client import Outcome, PolledStatus, PollResult
+from consumers.polling.http import HttpPollClient
 from smsrx.envvars import ConfigError
 from smsrx.errors import SmsrxError
 from smsrx.phones import InvalidPhoneNumber, to_e164
@@ -157,41 +155,20 @@ def parse_answer(body: Any, mapping: StatusMapping, recipients: Sequence[str]) -
     return PollResult(Outcome.OK, [s for s in statuses if s.recipient in wanted])
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date: the poller's own schedule decides
-    return seconds if seconds is not None and 0 <= seconds < 86_400 else None
-
-
-def _http_failure(status: int, retry_after: str | None) -> PollResult | None:
-    """What a non-200 HTTP status means, or None for a 200 whose body decides."""
-    if status == 200:
-        return None
-    if status in (401, 403):
-        return PollResult(Outcome.AUTH_FAILED, reason=f"HTTP {status}")
-    if status == 404:
-        return PollResult(Outcome.NOT_FOUND, reason="HTTP 404")
-    if status == 429:
-        return PollResult(Outcome.RETRY, reason="HTTP 429", retry_after=_retry_after(retry_after))
-    return PollResult(Outcome.RETRY, reason=f"HTTP {status}")
-
-
-class GatewaySmsClient:
+class GatewaySmsClient(HttpPollClient):
     """Gateway SMS's recipients API: one request per poll, for every recipient."""
 
     provider = PROVIDER
+    not_found_statuses = frozenset({404})
 
     def __init__(
         self, base_url: str, token: str, timeout: float, mapping: StatusMapping | None = None
     ) -> None:
+        super().__init__(timeout)
         self._base = base_url.rstrip("/")
         self._authorization = f"Bearer {token}"
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._mapping = mapping or get(PROVIDER).statuses
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewaySmsClient:
@@ -203,34 +180,15 @@ class GatewaySmsClient:
     def __repr__(self) -> str:
         return f"GatewaySmsClient({self._base!r})"
 
+    @property
+    def _secret(self) -> str:
+        return self._token
+
     async def poll(self, message_id: str, recipients: Sequence[str]) -> PollResult:
         """The statuses of ``recipients`` of ``message_id``; never raises for the carrier."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         url = f"{self._base}/messages/{quote(message_id, safe='')}/recipients/"
         headers = {"Authorization": self._authorization, "Accept": "application/json"}
-        try:
-            async with self._session.get(url, headers=headers) as response:
-                failure = _http_failure(response.status, response.headers.get("Retry-After"))
-                if failure is not None:
-                    return failure
-                body = orjson.loads(await response.read())
-        except TimeoutError:
-            return PollResult(Outcome.RETRY, reason=f"no answer within {self._timeout.total}s")
-        except aiohttp.ClientError as exc:
-            return PollResult(Outcome.RETRY, reason=self._scrub(f"{type(exc).__name__}: {exc}"))
-        except orjson.JSONDecodeError:
-            return PollResult(Outcome.RETRY, reason="answer is not JSON")
+        body = await self._request("GET", url, headers=headers)
+        if isinstance(body, PollResult):
+            return body
         return parse_answer(body, self._mapping, recipients)
-
-    def _scrub(self, text: str) -> str:
-        """One line, at most 200 characters, without the token."""
-        if self._token:
-            text = text.replace(self._token, "***")
-        return " ".join(text.split())[:200]
-
-    async def close(self) -> None:
-        """Release the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None

@@ -18,10 +18,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-import orjson
-
 from consumers.polling.client import Outcome, PolledStatus, PollResult
+from consumers.polling.http import HttpPollClient
 from smsrx.envvars import ConfigError
 from smsrx.providers import StatusMapping, get
 from smsrx.settings import Settings
@@ -84,26 +82,7 @@ def parse_status(
     return PollResult(Outcome.OK, statuses)
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date: the poller's own schedule decides
-    return seconds if seconds is not None and 0 <= seconds < 86_400 else None
-
-
-def _http_failure(status: int, retry_after: str | None) -> PollResult | None:
-    """What a non-200 HTTP status means (VavaSMS answers its errors with a 200)."""
-    if status == 200:
-        return None
-    if status in (401, 403):
-        return PollResult(Outcome.AUTH_FAILED, reason=f"HTTP {status}")
-    if status == 429:
-        return PollResult(Outcome.RETRY, reason="HTTP 429", retry_after=_retry_after(retry_after))
-    return PollResult(Outcome.RETRY, reason=f"HTTP {status}")
-
-
-class VavaSmsClient:
+class VavaSmsClient(HttpPollClient):
     """VavaSMS's status check: one request per recipient's ``message_id``."""
 
     provider = PROVIDER
@@ -116,12 +95,11 @@ class VavaSmsClient:
         timeout: float,
         mapping: StatusMapping | None = None,
     ) -> None:
+        super().__init__(timeout)
         self._url = status_url
         self._username = username
         self._password = password
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._mapping = mapping or get(PROVIDER).statuses
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VavaSmsClient:
@@ -143,37 +121,19 @@ class VavaSmsClient:
     def __repr__(self) -> str:
         return f"VavaSmsClient({self._url!r})"
 
+    @property
+    def _secret(self) -> str:
+        return self._password
+
     async def poll(self, message_id: str, recipients: Sequence[str]) -> PollResult:
-        """The status of the one recipient whose message is ``message_id``."""
+        """The status of the one recipient whose message is ``message_id``; VavaSMS
+        answers its own errors with HTTP 200 and a ``code``."""
         if len(recipients) != 1:
             raise ValueError(f"VavaSMS polls one recipient per message id, not {len(recipients)}")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         form = {"username": self._username, "password": self._password, "message_id": message_id}
-        try:
-            async with self._session.post(
-                self._url, data=form, headers={"Accept": "application/json"}
-            ) as response:
-                failure = _http_failure(response.status, response.headers.get("Retry-After"))
-                if failure is not None:
-                    return failure
-                body = orjson.loads(await response.read())
-        except TimeoutError:
-            return PollResult(Outcome.RETRY, reason=f"no answer within {self._timeout.total}s")
-        except aiohttp.ClientError as exc:
-            return PollResult(Outcome.RETRY, reason=self._scrub(f"{type(exc).__name__}: {exc}"))
-        except orjson.JSONDecodeError:
-            return PollResult(Outcome.RETRY, reason="answer is not JSON")
+        body = await self._request(
+            "POST", self._url, data=form, headers={"Accept": "application/json"}
+        )
+        if isinstance(body, PollResult):
+            return body
         return parse_status(body, recipients[0], self._mapping, message_id)
-
-    def _scrub(self, text: str) -> str:
-        """One line, at most 200 characters, without the password."""
-        if self._password:
-            text = text.replace(self._password, "***")
-        return " ".join(text.split())[:200]
-
-    async def close(self) -> None:
-        """Release the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None

@@ -95,5 +95,7 @@ class Provider:
     """The setting that holds the networks allowed to post its callbacks."""
     credential_envs: tuple[str, ...] = ()
     """The settings its status API needs; the poller polls it only when all are set."""
+    poll_rate_env: str | None = None
+    """The setting that caps its status requests per second."""
     knows: str = ""
     """What smsrx can and cannot learn about its messages (the README's table)."""

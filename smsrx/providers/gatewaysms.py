@@ -30,6 +30,7 @@ PROVIDER = Provider(
     polls_per_message=True,
     status_key="report.status.groupName",
     credential_envs=("SMSRX_GATEWAYSMS_TOKEN",),
+    poll_rate_env="SMSRX_GATEWAYSMS_POLL_RATE",
     knows="No push; smsrx polls GET /messages/{id}/recipients/ for each message until "
     "every recipient is final, with the carrier's delivery time (timestamp_delivery).",
 )

@@ -37,6 +37,7 @@ PROVIDER = Provider(
     status_key="data[].status (else data[].description)",
     allowlist_env="SMSRX_ALLOW_VAVASMS",
     credential_envs=("SMSRX_VAVASMS_USERNAME", "SMSRX_VAVASMS_PASSWORD"),
+    poll_rate_env="SMSRX_VAVASMS_POLL_RATE",
     knows="Pushes inbound SMS; no delivery push. smsrx polls its status check per "
     "recipient message_id; its doc shows only 'sent', so delivery is known only if "
     "VavaSMS answers a further value (mapped ahead, extendable by a setting).",

@@ -14,12 +14,14 @@ import orjson
 import pytest
 
 from consumers.polling.client import Outcome, PollResult
+from consumers.polling.clients import FACTORIES, poll_rate
 from consumers.polling.gatewaysms import GatewaySmsClient
 from consumers.polling.vavasms import VavaSmsClient
+from smsrx import providers
 from smsrx.cli.dev.process import free_port
 from smsrx.envvars import ConfigError
 from smsrx.providers import Mapped
-from smsrx.settings import Settings
+from smsrx.settings import DECLARED, Settings
 from smsrx.statuses import Status
 from tests.fakes.common import FakeServer, RateLimit, Script
 from tests.fakes.gatewaysms import FakeGatewaySms, GatewayState
@@ -371,3 +373,17 @@ async def test_fakes_record_requests(gateway: FakeGatewaySms, vava: FakeVavaSms)
     times = [r.at for r in gateway.requests]
     assert times == sorted(times) and times[-1] <= time.monotonic()
     assert gateway.count("m1") == 2 and vava.count() == 1
+
+
+def test_every_polled_provider_declares_its_settings() -> None:
+    """Each provider that polls has a client, and its credential and rate settings exist."""
+    declared = {d.env for d in DECLARED.values()}
+    polled = [p.name for p in providers.PROVIDERS.values() if p.polls]
+    assert sorted(polled) == sorted(FACTORIES)
+    for name in polled:
+        provider = providers.get(name)
+        assert provider.poll_rate_env in declared
+        assert set(provider.credential_envs) <= declared
+    settings = Settings.from_env({"SMSRX_VAVASMS_POLL_RATE": "7.5"})
+    assert poll_rate(settings, "vavasms") == 7.5
+    assert poll_rate(settings, "gatewaysms") == settings.gatewaysms_poll_rate

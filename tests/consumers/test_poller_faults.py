@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from consumers.status_cli import load_story
+from smsrx.codec import decode_status_change
 from smsrx.settings import Settings
 from tests.consumers.conftest import Runner, feed, sample, submission, wait_for
 from tests.consumers.poll_harness import (
@@ -23,6 +24,8 @@ from tests.consumers.poll_harness import (
     schedule,
     until_final,
 )
+from tests.consumers.proxy import Proxy
+from tests.helpers import read_topic
 
 __all__ = ["carriers"]
 
@@ -144,6 +147,50 @@ async def test_a_killed_poller_polls_again_at_most_once_and_loses_nothing(
     assert all(carriers.vava.count(mid) <= 2 for mid in ids)
     published = Counter(r.event_id for r in await receipts(settings))
     assert len(published) == 6
+
+
+async def test_a_database_outage_mid_poll_polls_again_at_most_once_and_loses_nothing(
+    carriers: Carriers,
+    settings_factory: Callable[..., Settings],
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL unreachable while six answers are on their way: the schedule is not written, the poller keeps going, and once it is back each recipient is polled at most once more, ends final, and each status change is published once."""
+    caplog.set_level(logging.WARNING, logger="consumers.poller")
+    settings = carriers.settings(settings_factory)
+    proxy, through = Proxy.before(settings)
+    await proxy.restore()
+    ids = [f"SM-D{i}" for i in range(6)]
+    for mid in ids:
+        carriers.vava.add_message(mid, [("delivered", 1)])
+    carriers.vava.slow(2.0, times=6)
+    run = Runner(settings)
+    try:
+        run.start(run.projection())  # the projection reaches PostgreSQL directly
+        worker = poller(run, through)
+        subs = [
+            submission(mid, [f"+22507000003{i}"], now(), provider="vavasms")
+            for i, mid in enumerate(ids)
+        ]
+        await feed(settings, settings.topics.submissions, subs)
+        await wait_for(lambda: carriers.vava.count() >= 6, "six requests in flight")
+        await proxy.cut()
+        await wait_for(
+            lambda: "schedule not updated" in caplog.text, "the schedule write to fail", 30
+        )
+        await proxy.restore()
+        await until_final(db, "vavasms", 6, timeout=60)
+        assert not run.tasks[worker].done(), "the poller stopped"
+    finally:
+        await run.close()
+        await proxy.cut()
+    assert all(carriers.vava.count(mid) <= 2 for mid in ids)
+    rows = await schedule(db)
+    assert sorted(r["done_reason"] for r in rows.values()) == ["final"] * 6
+    changes = await read_topic(settings.kafka_bootstrap, settings.topics.message_status)
+    assert len(changes) == 6
+    assert len({decode_status_change(r.value).event_id for r in changes}) == 6
+    assert len({r.event_id for r in await receipts(settings)}) == 6
 
 
 async def _status_of(db: asyncpg.Connection, provider: str, message_id: str) -> bool:
