@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 
 from consumers.projection import outranks
+from smsrx import providers
 from smsrx.clock import format_rfc3339
 from smsrx.codec import JSON_OPTIONS
 from smsrx.db import connect
@@ -234,9 +235,20 @@ def _effect_text(entry: Entry) -> str:
 _FINAL = {Status.DELIVERED, Status.FAILED, Status.EXPIRED}
 
 
-def _recipient_lines(r: RecipientStory) -> list[str]:
+def _not_reported(provider: str) -> str:
+    """Why a submitted recipient has no status yet, as far as the provider explains it."""
+    known = providers.PROVIDERS.get(provider)
+    if known is not None and not known.polls and "receipts" not in known.push:
+        return (
+            f"{known.title} reports no delivery status; the expiry sweep marks it "
+            "expired once SMSRX_EXPIRY_HORIZON has passed since submission"
+        )
+    return "no receipt yet"
+
+
+def _recipient_lines(provider: str, r: RecipientStory) -> list[str]:
     if r.status is None:
-        lines = [f"{r.recipient}  PENDING: no receipt yet"]
+        lines = [f"{r.recipient}  SENT (not final): {_not_reported(provider)}"]
     else:
         state = "final" if r.is_final else "not final"
         lines = [f"{r.recipient}  {r.status.upper()} ({state}, carrier: {r.provider_status})"]
@@ -257,15 +269,16 @@ def _recipient_lines(r: RecipientStory) -> list[str]:
             f"  {len(r.history)} receipt(s), first {_when(r.first_event_at)}, "
             f"last {_when(r.last_event_at)}"
         )
+        carriers = [e.provider_status + (" *" if e.synthetic else "") for e in r.history]
+        width = max(24, *(len(c) + 2 for c in carriers))
         lines.append(
-            f"    {'#':>3}  {'received (UTC)':<25}{'status':<11}{'carrier status':<24}"
+            f"    {'#':>3}  {'received (UTC)':<25}{'status':<11}{'carrier status':<{width}}"
             f"{'via':<6}effect"
         )
-        for n, e in enumerate(r.history, 1):
-            carrier = e.provider_status + (" *" if e.synthetic else "")
+        for n, (e, carrier) in enumerate(zip(r.history, carriers, strict=True), 1):
             lines.append(
-                f"    {n:>3}  {_when(e.received_at, zone=False):<25}{e.status:<11}{carrier:<24}"
-                f"{e.source:<6}{_effect_text(e)}"
+                f"    {n:>3}  {_when(e.received_at, zone=False):<25}{e.status:<11}"
+                f"{carrier:<{width}}{e.source:<6}{_effect_text(e)}"
             )
     return lines
 
@@ -301,7 +314,7 @@ def render_text(story: MessageStory) -> str:
         lines.append("no submission recorded (receipts arrived without one)")
     for r in story.recipients:
         lines.append("")
-        lines.extend(_recipient_lines(r))
+        lines.extend(_recipient_lines(story.provider, r))
     if story.inbound is not None:
         mo = story.inbound
         lines.append("")

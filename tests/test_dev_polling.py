@@ -70,6 +70,7 @@ async def test_dev_polls_gateway_sms_and_status_shows_how(tmp_path: Path) -> Non
             return status[0].stdout.count("(final,") == 3
 
         await _until(final, "three final recipients")
+        doctor = await asyncio.to_thread(second_terminal, home, "doctor")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 60)
@@ -85,6 +86,9 @@ async def test_dev_polls_gateway_sms_and_status_shows_how(tmp_path: Path) -> Non
     assert fake.polls(MESSAGE, C) == 4
     started = (tmp_path / "dev.log").read_text()
     assert "poller: polling gatewaysms" in started
+    polled = [line for line in doctor.stdout.splitlines() if "polling gatewaysms" in line]
+    assert len(polled) == 1 and "is polled by the poller of 'smsrx dev'" in polled[0], doctor
+    assert fake.token not in doctor.stdout + doctor.stderr
 
 
 @pytest.mark.timeout(120)

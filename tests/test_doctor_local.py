@@ -145,3 +145,14 @@ def test_polling_says_which_carriers_are_polled() -> None:
     assert found["polling gatewaysms"].detail.endswith("is polled (smsrx consumer poller)")
     assert "set SMSRX_VAVASMS_PASSWORD to poll" in found["polling vavasms"].detail
     assert "t" not in found["polling gatewaysms"].detail.split()
+
+
+def test_polling_beside_smsrx_dev_counts_what_its_poller_polls(tmp_path: Path) -> None:
+    """From a second terminal without credentials, a provider the running `smsrx dev` polls is reported polled, naming its pid."""
+    from smsrx.cli.dev.state import RunningStack
+    from smsrx.cli.doctor_polling import polling
+
+    dev = RunningStack(tmp_path / "dev.json", 4242, {}, ("gatewaysms",))
+    found = {check.name: check for check in polling(Settings.from_env({}), dev)}
+    assert "polled by the poller of 'smsrx dev' (pid 4242)" in found["polling gatewaysms"].detail
+    assert found["polling vavasms"].detail.startswith("not configured")

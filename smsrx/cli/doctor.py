@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from smsrx.cli.dev.state import dev_defaults
+from smsrx.cli.dev.state import RunningStack, dev_defaults
 from smsrx.cli.doctor_check import Check, failed
 from smsrx.clock import utcnow
 from smsrx.errors import EXIT_FAILED
@@ -54,7 +54,8 @@ checks, in the order reported:
   orange (online)      only with --online: asks Orange about the stored id, as 'smsrx
                        subscriptions check' does (and records its answer, as that does)
   polling gatewaysms   whether Gateway SMS's status API is polled: SMSRX_GATEWAYSMS_TOKEN
-                       set, else a warning that its messages never get a delivery status
+                       set, or the running 'smsrx dev' polls it; else "not configured"
+                       (its messages stay 'sent' until expired) and the variable to set
   polling vavasms      the same for VavaSMS: SMSRX_VAVASMS_USERNAME and _PASSWORD
   spool                SMSRX_SPOOL_DIR: size, whether a running receiver holds it (Linux
                        /proc/locks), and the free space of its filesystem
@@ -136,9 +137,15 @@ async def _safely_async(name: str, work: Callable[[], Awaitable[list[Check]]]) -
 
 
 async def collect(
-    settings: Settings, *, limit: float = 3.0, online: bool = False, now: datetime | None = None
+    settings: Settings,
+    *,
+    limit: float = 3.0,
+    online: bool = False,
+    now: datetime | None = None,
+    dev: RunningStack | None = None,
 ) -> list[Check]:
-    """Every check of ``settings``, in the order of ``smsrx doctor --help``."""
+    """Every check of ``settings``, in the order of ``smsrx doctor --help``; ``dev`` is
+    the running ``smsrx dev`` whose stack is checked, if any."""
     from smsrx.cli import doctor_local as local
     from smsrx.cli import doctor_polling as polling
     from smsrx.cli import doctor_services as services
@@ -160,7 +167,7 @@ async def collect(
                 settings, limit, moment, online=online, store_ready=store_ready
             ),
         ),
-        *_safely("polling", lambda: polling.polling(settings)),
+        *_safely("polling", lambda: polling.polling(settings, dev)),
         *_safely("spool", lambda: [local.spool(settings, local.read_flock_holders())]),
     ]
 
@@ -204,7 +211,7 @@ def render_json(checks: Sequence[Check]) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
 
 
-def _checked_settings(settings: Settings) -> Settings:
+def _checked_settings(settings: Settings) -> tuple[Settings, RunningStack | None]:
     """``settings``, or, on a running ``smsrx dev``, the settings its receiver runs with.
 
     dev.json names the stack's services; the certificate, allowlists and spool are
@@ -212,18 +219,17 @@ def _checked_settings(settings: Settings) -> Settings:
     """
     environ, running = dev_defaults(os.environ)
     if running is None:
-        return settings
+        return settings, None
     from smsrx.cli.dev.stack import Stack
 
     variables = {name: value for name, value in environ.items() if name.startswith("SMSRX_")}
     stack = Stack(running.path.parent, free_ports=False, inherit={}, variables=variables)
-    return stack.settings()
+    return stack.settings(), running
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    checks = asyncio.run(
-        collect(_checked_settings(settings), limit=args.timeout, online=args.online)
-    )
+    checked, running = _checked_settings(settings)
+    checks = asyncio.run(collect(checked, limit=args.timeout, online=args.online, dev=running))
     print(render_json(checks) if args.json else render_text(checks), flush=True)
     if any(check.ok is False for check in checks):
         return EXIT_FAILED

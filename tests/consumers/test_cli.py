@@ -65,7 +65,7 @@ async def test_status_tells_a_message_story(settings, runner, db) -> None:
     assert "sent -> failed (final)" in out
     assert "failed -> delivered (final)" in out
     assert "late: below delivered, history only" in out
-    assert f"{two}  PENDING: no receipt yet" in out
+    assert f"{two}  SENT (not final): no receipt yet" in out
 
     code, out, _ = await _smsrx(settings, "status", "orange", "story-1", "--json")
     assert code == 0

@@ -108,7 +108,7 @@ async def test_vavasms_recipients_reach_their_final_status(
 async def test_providers_without_a_status_api_are_never_polled(
     carriers: Carriers, settings_factory: Callable[..., Settings], db: asyncpg.Connection
 ) -> None:
-    """Done when 4: orange, mboasms and orangepro submissions schedule nothing and call no API; they stay pending."""
+    """Done when 4: orange, mboasms and orangepro submissions schedule nothing and call no API; they show as sent, and say why no status will come."""
     settings = carriers.settings(settings_factory)
     run = Runner(settings)
     try:
@@ -128,6 +128,10 @@ async def test_providers_without_a_status_api_are_never_polled(
     assert set(await schedule(db)) == {("vavasms", "SM-9", "+2250700000008")}
     assert carriers.gateway.count() == 0
     assert {r.message_id for r in await receipts(settings)} == {"SM-9"}
+    mboa = render_text(await load_story(db, "mboasms", "mboasms-1"))
+    assert "+2250700000009  SENT (not final): MboaSMS reports no delivery status" in mboa
+    orange = render_text(await load_story(db, "orange", "orange-1"))
+    assert "+2250700000009  SENT (not final): no receipt yet" in orange
 
 
 async def test_a_pushed_final_status_stops_polling(

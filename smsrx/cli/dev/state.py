@@ -65,6 +65,8 @@ class RunningStack:
     """The ``smsrx dev`` process."""
     settings: dict[str, str]
     """``SMSRX_*`` variables: its broker, database, idempotence and metrics ports."""
+    polled: tuple[str, ...] = ()
+    """The providers its poller polls, with credentials only it was given."""
 
 
 def _alive(pid: int) -> bool:
@@ -89,11 +91,12 @@ def find_running(environ: Mapping[str, str]) -> RunningStack | None:
         document = json.loads(path.read_text())
         pid = int(document["pid"])
         settings = {str(name): str(value) for name, value in document["settings"].items()}
+        polled = tuple(str(name) for name in document.get("polled", ()))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     if not _alive(pid):
         return None
-    return RunningStack(path, pid, settings)
+    return RunningStack(path, pid, settings, polled)
 
 
 def dev_defaults(environ: Mapping[str, str]) -> tuple[dict[str, str], RunningStack | None]:

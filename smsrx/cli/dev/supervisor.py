@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -155,7 +155,7 @@ def _services(stack: Stack, settings: Settings, with_subscriptions: bool) -> lis
     return services
 
 
-def _addresses(settings: Settings, ca_file: Path) -> dict[str, object]:
+def _addresses(settings: Settings, ca_file: Path, polled: Sequence[str]) -> dict[str, object]:
     scheme = "http" if settings.insecure_http else "https"
     metrics = f"http://{settings.metrics_host}:%d/metrics"
     return {
@@ -174,6 +174,7 @@ def _addresses(settings: Settings, ca_file: Path) -> dict[str, object]:
         "kafka_bootstrap": settings.kafka_bootstrap,
         "database_url": settings.database_url,
         "ca_file": str(ca_file),
+        "polled": list(polled),
     }
 
 
@@ -183,6 +184,8 @@ def _print_addresses(addresses: Mapping[str, object], dev_json: Path) -> None:
     for key, value in addresses.items():
         if isinstance(value, dict):
             continue
+        if isinstance(value, list):
+            value = ", ".join(value) or "nothing (no status API credentials)"
         print(f"  {key:<{width}}  {value}")
     print(f"  (also in {dev_json})")
     print(
@@ -211,7 +214,11 @@ def run_dev(stack: Stack, settings: Settings, *, with_subscriptions: bool = True
         services = _services(stack, settings, with_subscriptions)
         for service in services:
             service.start()
-        _print_addresses(state.write(dev_json, _addresses(settings, cert.ca), settings), dev_json)
+        from consumers.polling.clients import pollable
+
+        polled = pollable(settings) if any(s.name == "poller" for s in services) else []
+        addresses = _addresses(settings, cert.ca, polled)
+        _print_addresses(state.write(dev_json, addresses, settings), dev_json)
         _supervise(services, stack)
     except _Stop as stop:
         logger.info("%s received: stopping", stop)
