@@ -294,6 +294,8 @@ _ENDED = {
 def _poll_text(poll: dict[str, Any]) -> str:
     done = poll["done_reason"]
     made = f"{poll['polls']} poll(s) answered"
+    if poll.get("failures"):
+        made += f", the last {poll['failures']} request(s) failed"
     if done is not None:
         return f"polling ended {_when(poll['done_at'])}: {_ENDED.get(done, done)} ({made})"
     last = f", last {poll['last_outcome']}" if poll["last_outcome"] else ""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from consumers.status_cli import load_story
+from consumers.status_cli import load_story, render_text
 from smsrx.codec import decode_status_change
 from smsrx.settings import Settings
 from tests.consumers.conftest import Runner, feed, sample, submission, wait_for
@@ -72,6 +72,9 @@ async def test_errors_back_off_and_unknown_ids_end_unknown(
     story = await load_story(db, "vavasms", "SM-GONE")
     assert story.recipients[0].status == "unknown"
     assert story.recipients[0].provider_status == "smsrx:not-found"
+    assert "did not know the message (0 poll(s) answered, the last 3 request(s) failed)" in (
+        render_text(story)
+    )
     assert carriers.gateway.token not in caplog.text
     assert carriers.vava.password not in caplog.text
 
