@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 import phonenumbers
+import pycountry
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -38,6 +39,12 @@ def _slow_e164(number: str) -> str:
     return phonenumbers.format_number(
         phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.E164
     )
+
+
+def _slow_alpha3(number: str) -> str:
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+    country = pycountry.countries.get(alpha_2=region) if region else None
+    return country.alpha_3 if country is not None else "ZZZ"
 
 
 def _timed(call: Callable[[], object], number: int, repeat: int) -> float:
@@ -85,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         ("phonenumbers.parse + format (E.164)", _timed(each(_slow_e164), n, r)),
         ("smsrx.phones.to_e164, fast path", _timed(each(phones.to_e164), n, r)),
+        ("phonenumbers.parse + region + pycountry (alpha-3)", _timed(each(_slow_alpha3), n, r)),
+        (
+            "smsrx.phones.country_alpha3, fast path",
+            _timed(each(phones.country_alpha3.__wrapped__), n, r),
+        ),
         ("aiokafka murmur2, 36-byte key", _timed(lambda: aiokafka_murmur2(_KEY), n, r)),
         ("smsrx.partitioner.murmur2", _timed(lambda: partitioner.murmur2(_KEY), n, r)),
         (

@@ -110,12 +110,41 @@ def _accepted(code: str, length: int) -> bool:
 @functools.lru_cache(maxsize=4096)
 def country_alpha3(e164: str) -> str:
     """ISO 3166 alpha-3 country of an E.164 number, or ``ZZZ`` when it has none (+800, ...).
-    An erased number's token (:mod:`smsrx.privacy`) keeps its country."""
+    An erased number's token (:mod:`smsrx.privacy`) keeps its country.
+
+    Most country codes belong to one region only (+225 is Côte d'Ivoire whatever
+    follows), and then phonenumbers answers from the code alone: so does the fast path,
+    without parsing. Shared codes (+1, +7, +44, ...) take phonenumbers' own path;
+    ``tests/test_contract.py`` proves both equal on random input."""
     if is_erased(e164):
         return e164.split(":", 2)[1]
-    try:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
-    except phonenumbers.NumberParseException:
-        return "ZZZ"
-    country = pycountry.countries.get(alpha_2=region) if region else None
+    region = _single_region(e164)
+    if region is None:
+        try:
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+        except phonenumbers.NumberParseException:
+            return "ZZZ"
+    return _alpha3(region) if region else "ZZZ"
+
+
+def _single_region(text: str) -> str | None:
+    """The region of ``+digits`` when its country code has only one, else None."""
+    if _PLUS_DIGITS.fullmatch(text) is None:
+        return None
+    for size in (1, 2, 3):
+        code = text[1 : 1 + size]
+        if code in _COUNTRY_CODES:
+            break
+    else:
+        return None
+    if not 3 <= len(text) - 1 - size <= 17:
+        return None  # phonenumbers may refuse it: let it say so
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(code)]
+    return regions[0] if len(regions) == 1 else None
+
+
+@functools.cache
+def _alpha3(region: str) -> str:
+    """ISO 3166 alpha-3 of a phonenumbers region (``001``, non-geographic: ``ZZZ``)."""
+    country = pycountry.countries.get(alpha_2=region)
     return country.alpha_3 if country is not None else "ZZZ"

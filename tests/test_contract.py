@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import orjson
+import phonenumbers
+import pycountry
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -213,6 +215,31 @@ def test_country_alpha3() -> None:
     assert country_alpha3("+2250700000000") == "CIV"
     assert country_alpha3("+33612345678") == "FRA"
     assert country_alpha3("+80012345678") == "ZZZ"
+    assert country_alpha3("+14165550123") == "CAN"  # +1 is shared: phonenumbers decides
+    assert country_alpha3("+12025550123") == "USA"
+    assert phones._single_region("+14165550123") is None
+    assert phones._single_region("+2250700000000") == "CI"
+
+
+def _slow_alpha3(text: str) -> str:
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(text, None))
+    except phonenumbers.NumberParseException:
+        return "ZZZ"
+    country = pycountry.countries.get(alpha_2=region) if region else None
+    return country.alpha_3 if country is not None else "ZZZ"
+
+
+@settings(max_examples=3000)
+@given(
+    code=st.sampled_from(_CODES) | st.text("0123456789", min_size=1, max_size=3),
+    national=st.text("0123456789", min_size=0, max_size=19),
+)
+def test_country_fast_path_equals_phonenumbers(code: str, national: str) -> None:
+    """The country of '+digits' is what phonenumbers.parse and region_code_for_number give, fast path or not."""
+    text = f"+{code}{national}"
+    country_alpha3.cache_clear()
+    assert country_alpha3(text) == _slow_alpha3(text)
 
 
 def test_records_match_published_json_schemas() -> None:
