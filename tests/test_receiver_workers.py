@@ -258,10 +258,10 @@ async def test_lower_worker_count_replays_stranded_spools(
         assert time.monotonic() < deadline, (published, receiver.output())
         records = await read_topic(settings.kafka_bootstrap, topic, idle=0.5)
         published = {orjson.loads(r.value)["event_id"] for r in records}
-    while (base / "worker-1").exists() or (base / "worker-2").exists():
-        assert time.monotonic() < deadline, receiver.output()
+    # An adopted directory is renamed to .worker-N.retired-PID, then removed: wait for both.
+    while (left := sorted(p.name for p in base.iterdir())) != ["worker-0"]:
+        assert time.monotonic() < deadline, (left, receiver.output())  # the old layout's too
         await asyncio.sleep(0.2)
-    assert sorted(p.name for p in base.iterdir()) == ["worker-0"]  # the old layout's files too
     assert _locked(base / "worker-0")
     assert receiver.stop() == 0, receiver.output()
 
