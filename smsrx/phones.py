@@ -72,18 +72,25 @@ def _acceptable(number: phonenumbers.PhoneNumber) -> bool:
     return known_country and 8 <= digits <= 15
 
 
-def _fast(text: str) -> str | None:
-    """``text`` itself when it is already the E.164 answer, else None (take the slow path)."""
+def _split(text: str) -> tuple[str, str] | None:
+    """``+digits`` as (country code, national number), or None when it is not that form
+    or no known country code starts it."""
     if _PLUS_DIGITS.fullmatch(text) is None:
         return None
     # The country code is the shortest known prefix, as phonenumbers extracts it.
     for size in (1, 2, 3):
         code = text[1 : 1 + size]
         if code in _COUNTRY_CODES:
-            break
-    else:
+            return code, text[1 + size :]
+    return None
+
+
+def _fast(text: str) -> str | None:
+    """``text`` itself when it is already the E.164 answer, else None (take the slow path)."""
+    split = _split(text)
+    if split is None:
         return None
-    national = text[1 + size :]
+    code, national = split
     if not 2 <= len(national) <= 17 or _national_prefix(code).match(national):
         return None  # phonenumbers would refuse it, or strip a national prefix
     return text if _accepted(code, len(national)) else None
@@ -129,15 +136,11 @@ def country_alpha3(e164: str) -> str:
 
 def _single_region(text: str) -> str | None:
     """The region of ``+digits`` when its country code has only one, else None."""
-    if _PLUS_DIGITS.fullmatch(text) is None:
+    split = _split(text)
+    if split is None:
         return None
-    for size in (1, 2, 3):
-        code = text[1 : 1 + size]
-        if code in _COUNTRY_CODES:
-            break
-    else:
-        return None
-    if not 3 <= len(text) - 1 - size <= 17:
+    code, national = split
+    if not 3 <= len(national) <= 17:
         return None  # phonenumbers may refuse it: let it say so
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(code)]
     return regions[0] if len(regions) == 1 else None
