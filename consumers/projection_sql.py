@@ -21,7 +21,14 @@ from smsrx.codec import JSON_OPTIONS, encode
 from smsrx.events import DeliveryReceipt, InboundMessage, Submission
 from smsrx.statuses import FINAL_STATUSES, RANK, Status
 
-__all__ = ["OutboxRow", "apply_plan", "insert_inbound", "insert_receipts", "insert_submissions"]
+__all__ = [
+    "OutboxRow",
+    "apply_plan",
+    "insert_inbound",
+    "insert_receipts",
+    "insert_submissions",
+    "recipient_rows",
+]
 
 OutboxRow = tuple[int, bytes, bytes]
 """(outbox id, record key, record value)."""
@@ -217,7 +224,20 @@ async def apply_plan(
     """Upsert the recipients of ``plan``, queue its changes in the outbox, and delete the
     outbox rows already ``published``. ``stored`` is what :func:`insert_receipts` read
     (its ``submitted_at`` joins a recipient seen for the first time to its submission)."""
-    updates = [
+    keys = [c.key for c in plan.changes]
+    values = [encode(c) for c in plan.changes]
+    ids = await conn.fetchval(
+        _UPSERT_RECIPIENTS,
+        _doc(recipient_rows(plan, stored)),
+        _outbox_doc(keys, values),
+        list(published),
+    )
+    return list(zip(ids, keys, values, strict=True))
+
+
+def recipient_rows(plan: Plan, stored: Mapping[Key, Stored]) -> list[dict[str, Any]]:
+    """The ``recipient_status`` rows ``plan`` upserts, as the statement reads them."""
+    return [
         {
             "provider": u.best.provider,
             "message_id": u.best.message_id,
@@ -235,12 +255,6 @@ async def apply_plan(
         }
         for u in plan.updates
     ]
-    keys = [c.key for c in plan.changes]
-    values = [encode(c) for c in plan.changes]
-    ids = await conn.fetchval(
-        _UPSERT_RECIPIENTS, _doc(updates), _outbox_doc(keys, values), list(published)
-    )
-    return list(zip(ids, keys, values, strict=True))
 
 
 async def insert_submissions(conn: asyncpg.Connection, submissions: Sequence[Submission]) -> int:
