@@ -20,9 +20,6 @@ both variants stored the same number of rows.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import statistics
 import sys
 import time
 import uuid
@@ -35,11 +32,12 @@ if __package__ in (None, ""):  # run as a script: make ``bench``, ``smsrx`` and 
 import asyncpg
 import orjson
 
-from bench import procfs
+from bench import pg_ab
 from bench.stack import BenchStack
-from bench.traffic import campaign
 from consumers import projection_sql
 from smsrx.events import DeliveryReceipt
+
+VARIANTS = ("json", "copy")
 
 _COLUMNS = (
     "event_id uuid, provider text, message_id text, recipient text, status text, "
@@ -93,18 +91,15 @@ async def _run(
     the rows stored."""
     await stack.truncate()
     write = _json if variant == "json" else _copy
-    assert stack.postgres is not None and stack.postgres.child is not None
-    pg_pid = stack.postgres.child.pid
-    assert pg_pid is not None
     conn = await asyncpg.connect(stack.database_url)
     try:
-        cpu0 = sum(procfs.cpu_seconds(p) for p in procfs.tree(pg_pid))
+        cpu0 = pg_ab.postgres_cpu(stack)
         started = time.perf_counter()
         for batch in batches:
             async with conn.transaction():
                 await write(conn, batch)
         wall = time.perf_counter() - started
-        cpu = sum(procfs.cpu_seconds(p) for p in procfs.tree(pg_pid)) - cpu0
+        cpu = pg_ab.postgres_cpu(stack) - cpu0
         stored = await conn.fetchval("SELECT count(*) FROM status_events")
     finally:
         await conn.close()
@@ -112,17 +107,12 @@ async def _run(
     return wall / total * 1e6, cpu / total * 1e6, stored
 
 
-async def _main(stack: BenchStack, args: argparse.Namespace) -> int:
-    receipts = campaign(args.receipts).receipts
-    again = receipts[: len(receipts) // 5]  # redeliveries, a batch or more later
-    stream = receipts + again
-    batches = [stream[i : i + args.batch] for i in range(0, len(stream), args.batch)]
-    figures: dict[str, list[tuple[float, float]]] = {"json": [], "copy": []}
+async def _compare(stack: BenchStack, workload: pg_ab.Workload, runs: int) -> int:
+    figures: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
     stored: set[int] = set()
-    for repetition in range(args.runs):
-        order = ("json", "copy") if repetition % 2 == 0 else ("copy", "json")
-        for variant in order:
-            wall, cpu, rows = await _run(stack, variant, batches)
+    for repetition in range(runs):
+        for variant in pg_ab.interleaved(VARIANTS, repetition):
+            wall, cpu, rows = await _run(stack, variant, workload.batches)
             figures[variant].append((wall, cpu))
             stored.add(rows)
             print(
@@ -132,33 +122,18 @@ async def _main(stack: BenchStack, args: argparse.Namespace) -> int:
             )
     if len(stored) != 1:
         raise RuntimeError(f"the variants stored different counts: {sorted(stored)}")
-    print(
-        f"\n{len(stream):,} receipts ({len(again):,} redelivered), batches of {args.batch:,}, "
-        f"{args.runs} repetitions each; medians (min–max)\n"
-    )
+    print(f"\n{workload.describe(runs)}; medians (min–max)\n")
     print("| variant | wall µs per receipt | PostgreSQL CPU µs per receipt |\n|---|---|---|")
     for variant, values in figures.items():
         walls = [w for w, _ in values]
         cpus = [c for _, c in values]
-        print(
-            f"| {variant} | {statistics.median(walls):.1f} ({min(walls):.1f}–{max(walls):.1f})"
-            f" | {statistics.median(cpus):.1f} ({min(cpus):.1f}–{max(cpus):.1f}) |"
-        )
+        print(f"| {variant} | {pg_ab.cell(walls)} | {pg_ab.cell(cpus)} |")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the comparison and print its table."""
-    parser = argparse.ArgumentParser(
-        prog="bench/history_ab.py", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--receipts", type=int, default=200_000, help="receipts (200000)")
-    parser.add_argument("--batch", type=int, default=5000, help="receipts per batch (5000)")
-    parser.add_argument("--runs", type=int, default=4, help="repetitions of each (4)")
-    args = parser.parse_args(argv)
-    with BenchStack(durable=False).running() as stack:
-        code = asyncio.run(_main(stack, args))
-    sys.exit(code)
+    pg_ab.main("bench/history_ab.py", __doc__ or "", _compare, argv)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,6 @@ columns) and that the outbox variant left only the last batch's changes behind.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,9 +32,8 @@ if __package__ in (None, ""):  # run as a script: make ``bench``, ``smsrx`` and 
 
 import asyncpg
 
-from bench import procfs
+from bench import pg_ab
 from bench.stack import BenchStack
-from bench.traffic import campaign
 from consumers import projection_sql
 from consumers.projection import plan_receipts
 from smsrx.codec import encode
@@ -89,14 +85,11 @@ async def _run(
     """Apply every batch; return µs per receipt (wall, PostgreSQL CPU, own CPU), the
     digest of ``recipient_status``, the changes planned and the outbox rows left."""
     await stack.truncate()
-    assert stack.postgres is not None and stack.postgres.child is not None
-    pg_pid = stack.postgres.child.pid
-    assert pg_pid is not None
     conn = await asyncpg.connect(stack.database_url)
     changes = 0
     try:
         published: list[int] = []
-        pg0 = sum(procfs.cpu_seconds(p) for p in procfs.tree(pg_pid))
+        pg0 = pg_ab.postgres_cpu(stack)
         own0 = time.process_time()
         started = time.perf_counter()
         for batch in batches:
@@ -105,7 +98,7 @@ async def _run(
             changes += planned
         wall = time.perf_counter() - started
         own = time.process_time() - own0
-        pg = sum(procfs.cpu_seconds(p) for p in procfs.tree(pg_pid)) - pg0
+        pg = pg_ab.postgres_cpu(stack) - pg0
         digest = await conn.fetchval(_DIGEST)
         left = await conn.fetchval("SELECT count(*) FROM status_outbox")
     finally:
@@ -115,18 +108,13 @@ async def _run(
     return figures, digest, changes, left
 
 
-async def _main(stack: BenchStack, args: argparse.Namespace) -> int:
-    receipts = campaign(args.receipts).receipts
-    again = receipts[: len(receipts) // 5]  # redeliveries, a batch or more later
-    stream = receipts + again
-    batches = [stream[i : i + args.batch] for i in range(0, len(stream), args.batch)]
+async def _compare(stack: BenchStack, workload: pg_ab.Workload, runs: int) -> int:
     figures: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     digests: set[str] = set()
     planned: set[int] = set()
-    for repetition in range(args.runs):
-        order = VARIANTS if repetition % 2 == 0 else VARIANTS[::-1]
-        for variant in order:
-            values, digest, changes, left = await _run(stack, variant, batches)
+    for repetition in range(runs):
+        for variant in pg_ab.interleaved(VARIANTS, repetition):
+            values, digest, changes, left = await _run(stack, variant, workload.batches)
             figures[variant].append(values)
             digests.add(digest)
             planned.add(changes)
@@ -139,32 +127,19 @@ async def _main(stack: BenchStack, args: argparse.Namespace) -> int:
     if len(digests) != 1 or len(planned) != 1:
         raise RuntimeError(f"the variants disagree: digests {digests}, changes {planned}")
     print(
-        f"\n{len(stream):,} receipts ({len(again):,} redelivered), batches of {args.batch:,}, "
-        f"{planned.pop():,} status changes, {args.runs} repetitions each; "
+        f"\n{workload.describe(runs)}, {planned.pop():,} status changes; "
         "µs per receipt, medians (min–max)\n"
     )
     print("| variant | wall | PostgreSQL CPU | worker CPU (this process) |\n|---|---|---|---|")
-    for variant, runs in figures.items():
-        cells = []
-        for name in ("wall", "pg", "own"):
-            samples = [run[name] for run in runs]
-            cells.append(
-                f"{statistics.median(samples):.1f} ({min(samples):.1f}–{max(samples):.1f})"
-            )
+    for variant, runs_of in figures.items():
+        cells = [pg_ab.cell([run[name] for run in runs_of]) for name in ("wall", "pg", "own")]
         print(f"| {variant} | " + " | ".join(cells) + " |")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the comparison and print its table."""
-    parser = argparse.ArgumentParser(prog="bench/outbox_ab.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--receipts", type=int, default=200_000, help="receipts (200000)")
-    parser.add_argument("--batch", type=int, default=5000, help="receipts per batch (5000)")
-    parser.add_argument("--runs", type=int, default=4, help="repetitions of each (4)")
-    args = parser.parse_args(argv)
-    with BenchStack(durable=False).running() as stack:
-        code = asyncio.run(_main(stack, args))
-    sys.exit(code)
+    pg_ab.main("bench/outbox_ab.py", __doc__ or "", _compare, argv)
 
 
 if __name__ == "__main__":

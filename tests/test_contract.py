@@ -171,16 +171,18 @@ def _slow_e164(text: str) -> str | Exception:
 
 
 _CODES = sorted(phones._COUNTRY_CODES)
+# '+digits': a known country code or any 1-3 digits, then up to 19 digits.
+_PLUS_DIGITS = st.builds(
+    "+{}{}".format,
+    st.sampled_from(_CODES) | st.text("0123456789", min_size=1, max_size=3),
+    st.text("0123456789", min_size=0, max_size=19),
+)
 
 
 @settings(max_examples=3000)
-@given(
-    code=st.sampled_from(_CODES) | st.text("0123456789", min_size=1, max_size=3),
-    national=st.text("0123456789", min_size=0, max_size=19),
-)
-def test_fast_e164_path_equals_phonenumbers(code: str, national: str) -> None:
+@given(text=_PLUS_DIGITS)
+def test_fast_e164_path_equals_phonenumbers(text: str) -> None:
     """The '+digits' fast path gives exactly what phonenumbers.parse gives, or stands aside."""
-    text = f"+{code}{national}"
     fast = phones._fast(text)
     slow = _slow_e164(text)
     if fast is not None:
@@ -231,13 +233,9 @@ def _slow_alpha3(text: str) -> str:
 
 
 @settings(max_examples=3000)
-@given(
-    code=st.sampled_from(_CODES) | st.text("0123456789", min_size=1, max_size=3),
-    national=st.text("0123456789", min_size=0, max_size=19),
-)
-def test_country_fast_path_equals_phonenumbers(code: str, national: str) -> None:
+@given(text=_PLUS_DIGITS)
+def test_country_fast_path_equals_phonenumbers(text: str) -> None:
     """The country of '+digits' is what phonenumbers.parse and region_code_for_number give, fast path or not."""
-    text = f"+{code}{national}"
     country_alpha3.cache_clear()
     assert country_alpha3(text) == _slow_alpha3(text)
 
